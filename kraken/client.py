@@ -1,0 +1,156 @@
+"""KrakenPayClient: signed, kept-alive calls to Kraken's private REST API on aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Literal
+
+import aiohttp
+from redis.exceptions import RedisError
+
+from kraken.errors import (
+    ConfigurationError,
+    InvalidNonce,
+    KrakenError,
+    TransportError,
+    parse_response,
+)
+from kraken.external_id import normalize_external_id
+from kraken.nonce import ClockNonce, NonceSource
+from kraken.signing import Credentials
+
+__all__ = ["CANCEL_REQUEST_PATH", "DEFAULT_BASE_URL", "KrakenPayClient", "Ordering"]
+
+DEFAULT_BASE_URL = "https://api.kraken.com"
+CANCEL_REQUEST_PATH = "/0/private/Pay/request/cancel"
+
+Ordering = Literal["serial", "window"]
+
+log = logging.getLogger("kraken.client")
+
+# How much longer than one request the ordering lock lives, so a dead holder frees it soon
+# but a live one never loses it mid-request.
+_LOCK_MARGIN = 2.0
+
+
+class KrakenPayClient:
+    """An asyncio client for Kraken's private endpoints, starting with the Pay API.
+
+    ``ordering="serial"`` (default) holds the nonce source's lock from drawing a nonce until
+    the response, so calls with one key reach Kraken in nonce order and none is rejected.
+    ``ordering="window"`` sends concurrently, for keys with a nonce window, and re-signs an
+    ``EAPI:Invalid nonce`` once at once with a fresh nonce.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        nonce: NonceSource | None = None,
+        ordering: Ordering = "serial",
+        timeout: float = 10.0,
+        connect_timeout: float | None = 5.0,
+        max_connections: int = 100,
+    ) -> None:
+        if not isinstance(credentials, Credentials):
+            raise ConfigurationError("credentials: must be a kraken.Credentials")
+        if ordering not in ("serial", "window"):
+            raise ConfigurationError(f"ordering: must be 'serial' or 'window', not {ordering!r}")
+        if not timeout > 0:
+            raise ConfigurationError(
+                f"timeout: must be a positive number of seconds, not {timeout!r}"
+            )
+        self.credentials = credentials
+        self.base_url = base_url.rstrip("/")
+        self.nonce = nonce if nonce is not None else ClockNonce()
+        self.ordering = ordering
+        self.timeout = timeout
+        self._client_timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> KrakenPayClient:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def cancel_request(self, external_id: Any) -> Any:
+        """Cancel the payment request ``external_id`` (normalised first); return Kraken's result.
+
+        Kraken's answers about the request itself (unknown, already cancelled, not
+        cancellable) raise :class:`kraken.errors.PayRequestError` with a ``reason``.
+        """
+        eid = normalize_external_id(external_id)
+        return await self.private(CANCEL_REQUEST_PATH, {"external_id": eid})
+
+    async def private(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        """Send one signed POST with a JSON body to a private ``path``; return ``result``."""
+        try:
+            return await self._send(path, payload or {})
+        except InvalidNonce:
+            if self.ordering != "window":
+                log.warning(
+                    "invalid nonce in serial mode on %s: another client shares the key?", path
+                )
+                raise
+            log.info("invalid nonce on %s in window mode; re-signing once", path)
+            return await self._send(path, payload or {})
+
+    async def _send(self, path: str, payload: dict[str, Any]) -> Any:
+        try:
+            if self.ordering == "serial":
+                async with self.nonce.ordering_lock(self.timeout + _LOCK_MARGIN):
+                    return await self._post(path, payload)
+            return await self._post(path, payload)
+        except RedisError as exc:  # nothing was sent: the nonce or lock store is unreachable
+            raise TransportError(f"nonce store unavailable: {type(exc).__name__}") from exc
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> Any:
+        nonce = await self.nonce.next()
+        body = json.dumps({"nonce": str(nonce), **payload}, separators=(",", ":")).encode()
+        headers = {
+            "API-Key": self.credentials.api_key,
+            "API-Sign": self.credentials.sign(path, nonce, body),
+            "Content-Type": "application/json",
+        }
+        session = self._ensure_session()
+        try:
+            async with session.post(self.base_url + path, data=body, headers=headers) as resp:
+                raw = await resp.read()
+                return parse_response(resp.status, raw, resp.headers)
+        except KrakenError:
+            raise
+        except asyncio.TimeoutError as exc:
+            raise TransportError(
+                f"no answer within {self.timeout:g}s from {path}", ambiguous=True
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
+            raise TransportError(f"cannot connect to {self.base_url}: {exc.os_error}") from exc
+        except aiohttp.ClientError as exc:  # reset or disconnect after the request went out
+            raise TransportError(
+                f"connection lost during {path}: {type(exc).__name__}", ambiguous=True
+            ) from exc
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._client_timeout, raise_for_status=False
+            )
+        return self._session
+
+    def __repr__(self) -> str:
+        return (
+            f"KrakenPayClient(base_url={self.base_url!r}, ordering={self.ordering!r}, "
+            f"nonce={self.nonce!r})"
+        )
