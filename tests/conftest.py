@@ -1,0 +1,28 @@
+"""Shared fixtures: a real Redis (started when none answers), never a silent skip."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tasks.embedded import redis_server
+
+TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis server for tests "across workers"; flushed before each use."""
+    with redis_server(TEST_REDIS_URL) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_sync(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
