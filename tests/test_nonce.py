@@ -1,0 +1,156 @@
+"""Nonces: exact, strictly increasing across processes on one Redis, above all after a flush."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import time
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from kraken import ClockNonce, NonceSource, RedisNonce
+
+PROCESSES = 8
+PER_PROCESS = 10_000
+SEQUENCE_KEY = "test:nonce-seq"
+
+
+# ---------------------------------------------------------------- unit (fakeredis, fast)
+
+
+@pytest.fixture
+async def fake_redis():
+    client = fakeredis.FakeAsyncRedis()
+    yield client
+    await client.aclose()
+
+
+async def test_redis_nonce_is_strictly_increasing(fake_redis):
+    source = RedisNonce(fake_redis, "k")
+    values = [await source.next() for _ in range(200)]
+    assert all(b > a for a, b in itertools.pairwise(values))
+
+
+@pytest.mark.parametrize(("unit", "scale"), [("ns", 1), ("us", 1_000), ("ms", 1_000_000)])
+async def test_redis_nonce_follows_the_clock_in_its_unit(fake_redis, unit, scale):
+    before = time.time_ns() // scale
+    value = await RedisNonce(fake_redis, "k", unit).next()
+    after = time.time_ns() // scale
+    # fakeredis's TIME is this host's clock, so the value lies between our two readings.
+    assert before - 1_000_000 // scale <= value <= after + 1
+
+
+async def test_redis_nonce_stays_exact_above_2_to_the_53(fake_redis):
+    source = RedisNonce(fake_redis, "k")
+    start = 2**63 - 10
+    await fake_redis.set(source.redis_key, str(start))
+    assert [await source.next() for _ in range(3)] == [start + 1, start + 2, start + 3]
+
+
+async def test_redis_nonce_keeps_separate_sequences_per_key(fake_redis):
+    a, b = RedisNonce(fake_redis, "a"), RedisNonce(fake_redis, "b")
+    await fake_redis.set(a.redis_key, str(2**62))
+    assert await a.next() == 2**62 + 1
+    assert await b.next() < 2**62
+
+
+def test_bad_unit_and_empty_key_are_refused():
+    with pytest.raises(ValueError, match="unit"):
+        RedisNonce(fakeredis.FakeAsyncRedis(), "k", "s")
+    with pytest.raises(ValueError, match="key_id"):
+        RedisNonce(fakeredis.FakeAsyncRedis(), "")
+    with pytest.raises(ValueError, match="unit"):
+        ClockNonce("minutes")
+
+
+async def test_clock_nonce_is_strictly_increasing_even_within_one_tick():
+    source = ClockNonce("ms")
+    values = [await source.next() for _ in range(1000)]
+    assert len(set(values)) == 1000
+    assert values == sorted(values)
+
+
+def test_both_sources_satisfy_the_protocol():
+    assert isinstance(ClockNonce(), NonceSource)
+    assert isinstance(RedisNonce(fakeredis.FakeAsyncRedis(), "k"), NonceSource)
+
+
+async def test_ordering_lock_excludes_a_second_holder(fake_redis):
+    source = RedisNonce(fake_redis, "k")
+    other = RedisNonce(fake_redis, "k")  # another process, as far as the lock can tell
+    async with source.ordering_lock(timeout=5):
+        assert await fake_redis.exists(source.lock_key)
+        assert await other.redis.lock(other.lock_key).acquire(blocking=False) is False
+    assert not await fake_redis.exists(source.lock_key)
+
+
+# ---------------------------------------------------------------- real Redis, real processes
+
+
+def _draw(url: str, key_id: str, count: int, start: multiprocessing.synchronize.Event) -> list:
+    """Draw `count` nonces; each paired, atomically, with Redis's own order of execution."""
+
+    async def main() -> list[tuple[int, int]]:
+        client = aioredis.Redis.from_url(url)
+        source = RedisNonce(client, key_id)
+        pairs = []
+        start.wait(30)
+        for _ in range(count):
+            pipe = client.pipeline(transaction=True)  # MULTI/EXEC: script and INCR run together
+            await source._script(keys=[source.redis_key], args=[source.unit], client=pipe)
+            pipe.incr(SEQUENCE_KEY)
+            nonce, seq = await pipe.execute()
+            pairs.append((int(seq), int(nonce)))
+        await client.aclose()
+        return pairs
+
+    return asyncio.run(main())
+
+
+def test_eight_processes_draw_distinct_strictly_increasing_nonces(redis_url, redis_sync):
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Manager().Event()
+    with ctx.Pool(PROCESSES) as pool:
+        jobs = [
+            pool.apply_async(_draw, (redis_url, "shared", PER_PROCESS, start))
+            for _ in range(PROCESSES)
+        ]
+        start.set()
+        results = [job.get(timeout=240) for job in jobs]
+
+    everything = sorted(pair for result in results for pair in result)
+    nonces = [nonce for _, nonce in everything]
+    assert len(nonces) == PROCESSES * PER_PROCESS
+    assert len(set(nonces)) == PROCESSES * PER_PROCESS
+    # In the order Redis executed the draws, every nonce is above the one before.
+    assert all(b > a for a, b in itertools.pairwise(nonces))
+    for result in results:  # and so is each process's own sequence
+        own = [nonce for _, nonce in result]
+        assert own == sorted(own)
+
+
+async def test_after_flushdb_the_next_nonce_is_above_every_earlier_one(redis_url, redis_sync):
+    client = aioredis.Redis.from_url(redis_url)
+    source = RedisNonce(client, "flush")
+    earlier = [await source.next() for _ in range(1000)]
+    await client.flushdb()
+    assert not await client.exists(source.redis_key)
+    assert await source.next() > max(earlier)
+    await client.aclose()
+
+
+async def test_ns_nonces_from_real_redis_are_exact_integers(redis_url, redis_sync):
+    client = aioredis.Redis.from_url(redis_url)
+    source = RedisNonce(client, "exact")
+    seconds, micros = await client.time()
+    value = await source.next()
+    assert value > 2**53
+    assert value // 1000 >= seconds * 1_000_000 + micros  # built from TIME, digit for digit
+    stored = await client.get(source.redis_key)
+    assert int(stored) == value and stored.decode() == str(value)
+    await client.set(source.redis_key, str(2**63 - 5))
+    assert await source.next() == 2**63 - 4
+    await client.aclose()
