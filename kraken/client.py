@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from contextlib import suppress
 from typing import Any, Literal
 
 import aiohttp
@@ -14,11 +15,13 @@ from kraken.errors import (
     ConfigurationError,
     InvalidNonce,
     KrakenError,
+    RateLimited,
     TransportError,
     parse_response,
 )
 from kraken.external_id import normalize_external_id
 from kraken.nonce import ClockNonce, NonceSource
+from kraken.ratelimit import RateBudget
 from kraken.signing import Credentials
 
 __all__ = ["CANCEL_REQUEST_PATH", "DEFAULT_BASE_URL", "KrakenPayClient", "Ordering"]
@@ -54,6 +57,7 @@ class KrakenPayClient:
         timeout: float = 10.0,
         connect_timeout: float | None = 5.0,
         max_connections: int = 100,
+        rate_budget: RateBudget | None = None,
     ) -> None:
         if not isinstance(credentials, Credentials):
             raise ConfigurationError("credentials: must be a kraken.Credentials")
@@ -67,6 +71,7 @@ class KrakenPayClient:
         self.base_url = base_url.rstrip("/")
         self.nonce = nonce if nonce is not None else ClockNonce()
         self.ordering = ordering
+        self.rate_budget = rate_budget
         self.timeout = timeout
         self._client_timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._max_connections = max_connections
@@ -108,6 +113,8 @@ class KrakenPayClient:
 
     async def _send(self, path: str, payload: dict[str, Any]) -> Any:
         try:
+            if self.rate_budget is not None:  # wait for budget before taking the lock
+                await self.rate_budget.acquire()
             if self.ordering == "serial":
                 async with self.nonce.ordering_lock(self.timeout + _LOCK_MARGIN):
                     return await self._post(path, payload)
@@ -128,6 +135,11 @@ class KrakenPayClient:
             async with session.post(self.base_url + path, data=body, headers=headers) as resp:
                 raw = await resp.read()
                 return parse_response(resp.status, raw, resp.headers)
+        except RateLimited as exc:
+            if self.rate_budget is not None:  # Kraken disagrees with our budget: all slow down
+                with suppress(RedisError):
+                    await self.rate_budget.penalize(exc.retry_after)
+            raise
         except KrakenError:
             raise
         except asyncio.TimeoutError as exc:

@@ -194,6 +194,7 @@ _BY_CODE: dict[str, type[KrakenError]] = {
     "eapi:rate limit exceeded": RateLimited,
     "egeneral:too many requests": RateLimited,
     "eorder:rate limit exceeded": RateLimited,
+    "eservice:throttled": RateLimited,  # "EService: Throttled: <unix time>": too many at once
     "eservice:unavailable": ServiceUnavailable,
     "eservice:busy": ServiceUnavailable,
     "eservice:deadline elapsed": ServiceUnavailable,
@@ -224,7 +225,7 @@ PAY_REASONS: dict[str, str] = {
 def _error_for(api_error: ApiError) -> type[KrakenError]:
     # Classic errors may carry a detail after a second colon: "EGeneral:Invalid arguments:id".
     error_class, _, rest = api_error.code.lower().partition(":")
-    known = _BY_CODE.get(f"{error_class}:{rest.partition(':')[0]}")
+    known = _BY_CODE.get(f"{error_class.strip()}:{rest.partition(':')[0].strip()}")
     if known is not None:
         return known
     if api_error.error_class == PAY_ERROR_CLASS:

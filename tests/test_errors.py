@@ -97,6 +97,11 @@ def test_every_error_says_whether_it_is_transient(cls, transient):
     assert issubclass(cls, TransientError if transient else TerminalError)
 
 
+def test_throttled_with_spaces_and_timestamp_is_rate_limited():
+    with pytest.raises(RateLimited):
+        parse_response(200, envelope("EService: Throttled: 1700000000"))
+
+
 def test_classic_error_with_detail_keeps_its_class():
     with pytest.raises(InvalidRequest) as info:
         parse_response(200, envelope("EGeneral:Invalid arguments:external_id"))

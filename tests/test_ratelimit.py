@@ -1,0 +1,81 @@
+"""The shared rate budget: a burst of `capacity`, then `per_second`, held back for everyone."""
+
+from __future__ import annotations
+
+import time
+
+import fakeredis
+import pytest
+
+from kraken.errors import RateLimited
+from kraken.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND, RateBudget
+
+
+@pytest.fixture
+async def fake_redis():
+    client = fakeredis.FakeAsyncRedis()
+    yield client
+    await client.aclose()
+
+
+def test_defaults_are_krakens_starter_tier():
+    budget = RateBudget(fakeredis.FakeAsyncRedis(), "k")
+    assert (budget.capacity, budget.per_second) == (STARTER_CAPACITY, STARTER_PER_SECOND)
+    assert (STARTER_CAPACITY, STARTER_PER_SECOND) == (15, 0.33)
+
+
+async def test_a_burst_of_capacity_goes_at_once_then_the_rate_applies(fake_redis):
+    budget = RateBudget(fake_redis, "k", capacity=5, per_second=20, max_wait=5)
+    waits = [await budget.acquire() for _ in range(8)]
+    assert waits[:5] == [0, 0, 0, 0, 0]
+    assert all(0 < w <= 0.06 for w in waits[5:])
+
+
+async def test_a_wait_longer_than_max_wait_raises_rate_limited_and_reserves_nothing(fake_redis):
+    budget = RateBudget(fake_redis, "k", capacity=1, per_second=0.5, max_wait=0.1)
+    await budget.acquire()
+    tat_before = await fake_redis.get(budget.redis_key)
+    with pytest.raises(RateLimited) as info:
+        await budget.acquire()
+    assert 1.5 < info.value.retry_after <= 2.0
+    assert info.value.transient
+    assert await fake_redis.get(budget.redis_key) == tat_before
+
+
+async def test_penalize_holds_back_every_holder_of_the_key(fake_redis):
+    mine = RateBudget(fake_redis, "k", capacity=10, per_second=100, max_wait=0)
+    theirs = RateBudget(fake_redis, "k", capacity=10, per_second=100, max_wait=0)
+    await mine.penalize(2.0)
+    with pytest.raises(RateLimited) as info:
+        await theirs.acquire()
+    assert 1.8 < info.value.retry_after <= 2.1
+
+
+async def test_keys_have_separate_budgets(fake_redis):
+    a = RateBudget(fake_redis, "a", capacity=1, per_second=0.1, max_wait=0)
+    b = RateBudget(fake_redis, "b", capacity=1, per_second=0.1, max_wait=0)
+    await a.acquire()
+    assert await b.acquire() == 0
+    with pytest.raises(RateLimited):
+        await a.acquire()
+
+
+async def test_waiting_is_asynchronous_and_paced(fake_redis):
+    budget = RateBudget(fake_redis, "k", capacity=1, per_second=50, max_wait=1)
+    start = time.monotonic()
+    for _ in range(6):
+        await budget.acquire()
+    assert time.monotonic() - start >= 5 / 50 * 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"capacity": 0}, "capacity"),
+        ({"per_second": 0}, "per_second"),
+        ({"max_wait": -1}, "max_wait"),
+    ],
+)
+def test_bad_settings_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        RateBudget(fakeredis.FakeAsyncRedis(), "k", **kwargs)
