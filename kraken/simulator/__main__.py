@@ -1,0 +1,3 @@
+from kraken.simulator.cli import main
+
+raise SystemExit(main())
