@@ -1,0 +1,221 @@
+"""``cancel_request(external_id)``: cancel one Kraken Pay payment request, reliably.
+
+The result is a JSON object::
+
+    {"external_id": "...", "outcome": "cancelled" | "already_cancelled" | "not_cancellable"
+     | "not_found", "attempts": 1, "confirmed_on_retry": false,
+     "result": <Kraken's result, or null>, "error": <Kraken's error about the request, or null>}
+
+What Kraken says about the payment request is an outcome, not a failure. The task fails only
+when the system could not do its job: bad credentials or arguments (at once, logged once), or
+transient errors until the retry policy gave up (:class:`tasks.retry.RetriesExhausted`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from kraken import InvalidExternalId, KrakenError, normalize_external_id
+from kraken.errors import PayRequestError, TransportError
+from tasks import runtime
+from tasks.app import app
+from tasks.retry import RetriesExhausted, RetryPolicy, is_transient
+from tasks.settings import get_settings
+
+__all__ = ["OUTCOMES", "CancelRequestTask", "cancel_request"]
+
+log = logging.getLogger("tasks.cancel")
+
+OUTCOMES = ("cancelled", "already_cancelled", "not_cancellable", "not_found")
+
+# PayRequestError.reason -> outcome. A Pay error of another kind is a failure.
+_OUTCOME_BY_REASON = {
+    "already_cancelled": "already_cancelled",
+    "not_cancellable": "not_cancellable",
+    "not_found": "not_found",
+}
+
+
+def _canonical_arguments(
+    args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The same arguments with the external id in canonical form; InvalidExternalId if bad."""
+    args = tuple(args or ())
+    kwargs = dict(kwargs or {})
+    if args:
+        args = (normalize_external_id(args[0]), *args[1:])
+    elif "external_id" in kwargs:
+        kwargs["external_id"] = normalize_external_id(kwargs["external_id"])
+    else:
+        raise InvalidExternalId("is required: cancel_request(external_id)")
+    return args, kwargs
+
+
+class CancelRequestTask(Task):
+    """Validates the external id when the task is queued: a bad id raises
+    :class:`kraken.InvalidExternalId` from ``delay``/``apply_async`` and nothing is sent, and
+    the message carries the canonical id (a UUID becomes its base64 form)."""
+
+    def apply_async(self, args=None, kwargs=None, *a: Any, **options: Any):  # type: ignore[override]
+        args, kwargs = _canonical_arguments(args, kwargs)
+        return super().apply_async(args, kwargs, *a, **options)
+
+
+def _policy() -> RetryPolicy:
+    return RetryPolicy.from_settings(get_settings())
+
+
+def _log_attempt(eid: str, attempt: int, error: BaseException | None, delay: float | None) -> None:
+    error_class = type(error).__name__ if error is not None else "-"
+    ambiguous = bool(getattr(error, "ambiguous", False))
+    log.log(
+        logging.WARNING if error is not None else logging.INFO,
+        "cancel_request attempt external_id=%s attempt=%d error=%s ambiguous=%s delay=%s",
+        eid,
+        attempt,
+        error_class,
+        str(ambiguous).lower(),
+        f"{delay:.3f}" if delay is not None else "-",
+        extra={
+            "event": "cancel_request.attempt",
+            "external_id": eid,
+            "attempt": attempt,
+            "error_class": None if error is None else error_class,
+            "ambiguous": ambiguous,
+            "delay": delay,
+        },
+    )
+
+
+def _kraken_error(exc: BaseException) -> str:
+    if isinstance(exc, KrakenError):
+        return exc.code or exc.message
+    return str(exc)
+
+
+def _result(
+    eid: str,
+    outcome: str,
+    attempts: int,
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+    confirmed_on_retry: bool = False,
+) -> dict[str, Any]:
+    log.info(
+        "cancel_request outcome external_id=%s outcome=%s attempts=%d confirmed_on_retry=%s",
+        eid,
+        outcome,
+        attempts,
+        str(confirmed_on_retry).lower(),
+        extra={
+            "event": "cancel_request.outcome",
+            "external_id": eid,
+            "outcome": outcome,
+            "attempts": attempts,
+            "confirmed_on_retry": confirmed_on_retry,
+        },
+    )
+    return {
+        "external_id": eid,
+        "outcome": outcome,
+        "attempts": attempts,
+        "confirmed_on_retry": confirmed_on_retry,
+        "result": result,
+        "error": error,
+    }
+
+
+def _fail(eid: str, attempt: int, exc: BaseException, why: str) -> None:
+    log.error(
+        "cancel_request failed external_id=%s attempt=%d error=%s kraken_error=%r reason=%s",
+        eid,
+        attempt,
+        type(exc).__name__,
+        _kraken_error(exc),
+        why,
+        extra={
+            "event": "cancel_request.failed",
+            "external_id": eid,
+            "attempt": attempt,
+            "error_class": type(exc).__name__,
+            "kraken_error": _kraken_error(exc),
+            "reason": why,
+        },
+    )
+
+
+@app.task(
+    bind=True,
+    base=CancelRequestTask,
+    name="tasks.cancel_request",
+    max_retries=None,  # tasks/retry.py decides, not Celery's counter
+    # Failures we raise on purpose: Celery logs them in one line without a traceback;
+    # our own line above says which request and which Kraken error.
+    throws=(KrakenError, RetriesExhausted, InvalidExternalId),
+)
+def cancel_request(self: Task, external_id: Any, _retry: dict[str, Any] | None = None) -> dict:
+    """Cancel the Kraken Pay payment request ``external_id``; see the module's docstring.
+
+    ``_retry`` is the task's own state across retries (JSON): when the first attempt began,
+    and whether an earlier attempt may have reached Kraken without our seeing the answer.
+    """
+    attempt = self.request.retries + 1
+    state = dict(_retry or {})
+    first_at = float(state.get("first_at") or time.time())
+    # A redelivered message (its worker died) may have sent its request already.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    ambiguous_before = bool(state.get("ambiguous")) or redelivered
+    try:
+        eid = normalize_external_id(external_id)
+    except InvalidExternalId as exc:
+        _fail(str(external_id)[:40], attempt, exc, "invalid_argument")
+        raise
+
+    try:
+        settings = get_settings()
+        result = runtime.run(runtime.client().cancel_request(eid), settings.attempt_timeout)
+    except PayRequestError as exc:
+        outcome = _OUTCOME_BY_REASON.get(exc.reason or "")
+        if outcome is None:
+            _log_attempt(eid, attempt, exc, None)
+            _fail(eid, attempt, exc, "terminal")
+            raise
+        _log_attempt(eid, attempt, None, None)
+        confirmed = outcome == "already_cancelled" and ambiguous_before
+        return _result(
+            eid,
+            "cancelled" if confirmed else outcome,
+            attempt,
+            error=exc.to_dict(),
+            confirmed_on_retry=confirmed,
+        )
+    except (KrakenError, TimeoutError, SoftTimeLimitExceeded) as caught:
+        exc: BaseException = caught
+        if not isinstance(exc, KrakenError):  # our own wait ran out: the call may have gone out
+            exc = TransportError(f"attempt interrupted: {type(caught).__name__}", ambiguous=True)
+        countdown = _policy().decide(exc, attempt, time.time() - first_at)
+        _log_attempt(eid, attempt, exc, countdown)
+        if countdown is None:
+            if not is_transient(exc):
+                _fail(eid, attempt, exc, "terminal")
+                raise exc from None
+            _fail(eid, attempt, exc, "retries_exhausted")
+            last = exc.to_dict() if isinstance(exc, KrakenError) else {}
+            raise RetriesExhausted(eid, attempt, last) from None
+        state = {
+            "first_at": first_at,
+            "ambiguous": ambiguous_before or bool(getattr(exc, "ambiguous", False)),
+        }
+        raise self.retry(
+            args=(eid,), kwargs={"_retry": state}, exc=exc, countdown=countdown
+        ) from None
+
+    _log_attempt(eid, attempt, None, None)
+    return _result(eid, "cancelled", attempt, result=result)
