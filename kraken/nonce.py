@@ -26,8 +26,9 @@ Unit = Literal["ns", "us", "ms"]
 
 # Redis TIME gives seconds and microseconds as decimal strings. The nonce is built and
 # compared as a decimal string, and incremented with INCRBY on the stored value, so it
-# stays exact above 2**53 where Lua's numbers (doubles) would round.
-_NEXT_NONCE = """
+# stays exact above 2**53 where Lua's numbers (doubles) would round. ARGV[2] nonces are
+# reserved at once (the stored value is the last of them); the first is returned.
+_NEXT_NONCES = """
 local t = redis.call('TIME')
 local unit = ARGV[1]
 local now
@@ -39,13 +40,17 @@ else
   now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 end
 redis.call('INCRBY', KEYS[1], 1)
-local candidate = redis.call('GET', KEYS[1])
-if string.len(now) > string.len(candidate)
-   or (string.len(now) == string.len(candidate) and now > candidate) then
+local first = redis.call('GET', KEYS[1])
+if string.len(now) > string.len(first)
+   or (string.len(now) == string.len(first) and now > first) then
   redis.call('SET', KEYS[1], now)
-  return now
+  first = now
 end
-return candidate
+local count = tonumber(ARGV[2])
+if count > 1 then
+  redis.call('INCRBY', KEYS[1], count - 1)
+end
+return first
 """
 
 _SCALE = {"ns": 1, "us": 1_000, "ms": 1_000_000}
@@ -88,12 +93,37 @@ class RedisNonce:
         self.unit = unit
         self.redis_key = f"{prefix}:nonce:{key_id}"
         self.lock_key = f"{prefix}:nonce-lock:{key_id}"
-        self._script = redis.register_script(_NEXT_NONCE)
+        self._script = redis.register_script(_NEXT_NONCES)
         self._local_lock = asyncio.Lock()
+        self._waiting: list[asyncio.Future[int]] = []
+        self._drawer: asyncio.Future[None] | None = None
 
     async def next(self) -> int:
-        value = await self._script(keys=[self.redis_key], args=[self.unit])
-        return int(value)
+        """One nonce; concurrent callers in this process share one script call (window mode)."""
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        if self._drawer is None or self._drawer.done():
+            self._drawer = asyncio.ensure_future(self._draw_for_waiters())
+        return await waiter
+
+    async def _draw_for_waiters(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                first = await self.draw(len(batch))
+            except Exception as exc:
+                for waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            # A cancelled waiter's nonce is skipped: a gap is harmless, a repeat is not.
+            for offset, waiter in enumerate(batch):
+                if not waiter.done():
+                    waiter.set_result(first + offset)
+
+    async def draw(self, count: int = 1) -> int:
+        """Reserve ``count`` consecutive nonces in one atomic script; return the first."""
+        return int(await self._script(keys=[self.redis_key], args=[self.unit, count]))
 
     @asynccontextmanager
     async def ordering_lock(self, timeout: float) -> AsyncIterator[None]:

@@ -48,6 +48,8 @@ async def test_redis_nonce_stays_exact_above_2_to_the_53(fake_redis):
     start = 2**63 - 10
     await fake_redis.set(source.redis_key, str(start))
     assert [await source.next() for _ in range(3)] == [start + 1, start + 2, start + 3]
+    assert await source.draw(4) == start + 4
+    assert int(await fake_redis.get(source.redis_key)) == start + 7
 
 
 async def test_redis_nonce_keeps_separate_sequences_per_key(fake_redis):
@@ -55,6 +57,39 @@ async def test_redis_nonce_keeps_separate_sequences_per_key(fake_redis):
     await fake_redis.set(a.redis_key, str(2**62))
     assert await a.next() == 2**62 + 1
     assert await b.next() < 2**62
+
+
+async def test_concurrent_draws_share_one_script_call_and_stay_distinct(fake_redis):
+    source = RedisNonce(fake_redis, "k")
+    calls = []
+    real_draw = source.draw
+
+    async def counting_draw(count: int = 1) -> int:
+        calls.append(count)
+        return await real_draw(count)
+
+    source.draw = counting_draw  # type: ignore[method-assign]
+    values = await asyncio.gather(*(source.next() for _ in range(100)))
+    assert len(set(values)) == 100
+    assert sum(calls) == 100 and len(calls) < 100
+    assert int(await fake_redis.get(source.redis_key)) == max(values)
+    assert await source.next() > max(values)
+
+
+async def test_a_failed_draw_fails_its_waiters_and_the_next_draw_works(fake_redis):
+    source = RedisNonce(fake_redis, "k")
+    real_draw = source.draw
+    failures = [ConnectionError("redis went away")]
+
+    async def flaky_draw(count: int = 1) -> int:
+        if failures:
+            raise failures.pop()
+        return await real_draw(count)
+
+    source.draw = flaky_draw  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await source.next()
+    assert await source.next() > 0
 
 
 def test_bad_unit_and_empty_key_are_refused():
@@ -100,7 +135,7 @@ def _draw(url: str, key_id: str, count: int, start: multiprocessing.synchronize.
         start.wait(30)
         for _ in range(count):
             pipe = client.pipeline(transaction=True)  # MULTI/EXEC: script and INCR run together
-            await source._script(keys=[source.redis_key], args=[source.unit], client=pipe)
+            await source._script(keys=[source.redis_key], args=[source.unit, 1], client=pipe)
             pipe.incr(SEQUENCE_KEY)
             nonce, seq = await pipe.execute()
             pairs.append((int(seq), int(nonce)))
