@@ -41,7 +41,13 @@ worker_prefetch_multiplier = 1
 # node is lost; it must exceed the longest retry countdown (KRAKEN_RETRY_MAX_DELAY) plus the
 # task time limit, which the worker checks when it starts. (RabbitMQ ignores it and has its
 # own consumer_timeout, 30 minutes by default.)
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+# Workers look for such tasks every `unacked_restore_interval` seconds (a tenth of the
+# timeout, at most 10 s; kombu's default would look only every 100 s).
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout,
+    "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout // 10))),
+    "unacked_restore_throttle": 1,
+}
 
 # CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT: by default a margin above the longest
 # one call may take (the per-key lock's wait, KRAKEN_TIMEOUT for the request, one re-sign).

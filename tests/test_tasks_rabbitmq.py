@@ -1,0 +1,77 @@
+"""The same tasks with RabbitMQ as the broker; Redis then only holds nonces and results."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from kombu import Connection
+from tasks_support import (
+    BROKER_DB,
+    RABBITMQ_URL,
+    TASKS_DB,
+    Worker,
+    client_app,
+    redis_db,
+    unique,
+    worker_env,
+    workers,
+)
+
+from kraken import normalize_external_id
+from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from tasks import app, cancel_request
+
+
+def rabbitmq_answers() -> bool:
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def rabbitmq() -> str:
+    if not rabbitmq_answers():
+        pytest.skip(f"no RabbitMQ answers at {RABBITMQ_URL.replace('guest:guest@', '')}")
+    return RABBITMQ_URL
+
+
+def test_cancel_request_works_with_rabbitmq_as_the_broker(rabbitmq, redis_url, tmp_path):
+    backend_url = redis_db(redis_url, BROKER_DB)
+    queue = unique("q-rabbit")
+    ok, after_fault, paid = (normalize_external_id(uuid.uuid4()) for _ in range(3))
+    with SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as sim:
+        sim.create_requests([ok, after_fault])
+        sim.create_requests([paid], state="paid")
+        env = worker_env(
+            sim_url=sim.url,
+            redis_url=redis_db(redis_url, TASKS_DB),
+            broker_url=rabbitmq,
+            backend_url=backend_url,
+        )
+        node = Worker(env, queue, tmp_path, pool="prefork", concurrency=2)
+        try:
+            with (
+                client_app(
+                    app, broker_url=rabbitmq, result_backend=backend_url, task_default_queue=queue
+                ) as client,
+                workers(node),
+            ):
+                node.wait_ready(client)
+                first = cancel_request.delay(ok).get(timeout=30)
+                sim.set_faults({"reset_after": {"next": 1}})
+                second = cancel_request.delay(after_fault).get(timeout=30)
+                third = cancel_request.delay(paid).get(timeout=30)
+                states = [sim.request(eid)["state"] for eid in (ok, after_fault, paid)]
+        finally:
+            with Connection(rabbitmq) as connection:
+                connection.default_channel.queue_delete(queue)
+
+    assert first["outcome"] == "cancelled"
+    assert (second["outcome"], second["confirmed_on_retry"]) == ("cancelled", True)
+    assert third["outcome"] == "not_cancellable"
+    assert states == ["cancelled", "cancelled", "paid"]
+    assert "Connected to amqp://guest:**@127.0.0.1:5672//" in node.log()
