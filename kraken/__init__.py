@@ -5,6 +5,7 @@ from kraken.client import DEFAULT_BASE_URL, KrakenPayClient
 from kraken.errors import KrakenError, TerminalError, TransientError
 from kraken.external_id import InvalidExternalId, normalize_external_id
 from kraken.nonce import ClockNonce, NonceSource, RedisNonce
+from kraken.ratelimit import RateBudget
 from kraken.signing import Credentials, sign
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "KrakenError",
     "KrakenPayClient",
     "NonceSource",
+    "RateBudget",
     "RedisNonce",
     "TerminalError",
     "TransientError",
