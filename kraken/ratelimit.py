@@ -64,6 +64,11 @@ class RateBudget:
     ``acquire()`` waits (asynchronously) for a slot; a wait above ``max_wait`` raises
     :class:`~kraken.errors.RateLimited` with ``retry_after`` instead, for a task to retry
     later rather than hold a worker.
+
+    ``headroom`` calls of the burst are kept in reserve: a call reaches Kraken some
+    milliseconds after its slot, and when an early call is delayed more than a later one,
+    Kraken's counter sees them closer together than we spaced them. One call of headroom
+    absorbs a difference in delay of up to one interval (3 s at the Starter tier's rate).
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class RateBudget:
         capacity: float = STARTER_CAPACITY,
         per_second: float = STARTER_PER_SECOND,
         max_wait: float = 10.0,
+        headroom: float = 1.0,
         prefix: str = "kraken",
     ) -> None:
         if not capacity >= 1:
@@ -82,13 +88,17 @@ class RateBudget:
             raise ValueError(f"per_second: must be a positive rate, not {per_second!r}")
         if not max_wait >= 0:
             raise ValueError(f"max_wait: must be 0 or more seconds, not {max_wait!r}")
+        if not headroom >= 0:
+            raise ValueError(f"headroom: must be 0 or more calls, not {headroom!r}")
         self.key_id = key_id
         self.capacity = capacity
         self.per_second = per_second
         self.max_wait = max_wait
+        self.headroom = headroom
         self.redis_key = f"{prefix}:budget:{key_id}"
         self._interval_us = round(1_000_000 / per_second)
-        self._burst_us = round(capacity * self._interval_us)
+        burst = max(1.0, capacity - headroom)  # calls that may go at once
+        self._burst_us = round(burst * self._interval_us)
         self._reserve = redis.register_script(_RESERVE)
         self._penalize = redis.register_script(_PENALIZE)
 

@@ -25,10 +25,22 @@ def test_defaults_are_krakens_starter_tier():
 
 
 async def test_a_burst_of_capacity_goes_at_once_then_the_rate_applies(fake_redis):
-    budget = RateBudget(fake_redis, "k", capacity=5, per_second=20, max_wait=5)
+    budget = RateBudget(fake_redis, "k", capacity=5, per_second=20, max_wait=5, headroom=0)
     waits = [await budget.acquire() for _ in range(8)]
     assert waits[:5] == [0, 0, 0, 0, 0]
     assert all(0 < w <= 0.06 for w in waits[5:])
+
+
+async def test_headroom_keeps_calls_of_the_burst_in_reserve_for_network_jitter(fake_redis):
+    budget = RateBudget(fake_redis, "k", capacity=5, per_second=20, max_wait=5, headroom=1)
+    waits = [await budget.acquire() for _ in range(5)]
+    assert waits[:4] == [0, 0, 0, 0]
+    assert 0 < waits[4] <= 0.06
+
+
+async def test_the_burst_is_at_least_one_call_whatever_the_headroom(fake_redis):
+    budget = RateBudget(fake_redis, "k", capacity=1, per_second=0.1, max_wait=0, headroom=1)
+    assert await budget.acquire() == 0
 
 
 async def test_a_wait_longer_than_max_wait_raises_rate_limited_and_reserves_nothing(fake_redis):
@@ -74,6 +86,7 @@ async def test_waiting_is_asynchronous_and_paced(fake_redis):
         ({"capacity": 0}, "capacity"),
         ({"per_second": 0}, "per_second"),
         ({"max_wait": -1}, "max_wait"),
+        ({"headroom": -1}, "headroom"),
     ],
 )
 def test_bad_settings_name_the_field(kwargs, field):

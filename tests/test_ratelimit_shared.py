@@ -1,0 +1,126 @@
+"""The rate budget inside the client, and one budget shared by four processes.
+
+Four processes, each with its own KrakenPayClient and 8 cancels in flight, push as hard as
+they can for 10 s against one budget of R calls per second with a burst of C. The simulator
+counts what reached it; its own rate limit, set to the same R and C, must refuse none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from tasks_support import TASKS_DB, redis_db, unique
+
+from kraken import Credentials, KrakenPayClient, RedisNonce
+from kraken.errors import PayRequestError, RateLimited
+from kraken.ratelimit import RateBudget
+from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator, SimulatorThread
+
+PROCESSES = 4
+IN_FLIGHT = 8
+RATE = 10.0  # calls per second
+CAPACITY = 10
+SECONDS = 10.0
+MOST = RATE * SECONDS + CAPACITY  # what the budget allows in the window
+
+CREDS = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
+
+
+# ---------------------------------------------------------------- one process (fakeredis)
+
+
+@pytest.fixture
+async def sim():
+    async with Simulator() as simulator:
+        yield simulator
+
+
+def budget_on(redis, **numbers) -> RateBudget:
+    return RateBudget(redis, CREDS.key_id, **{"max_wait": 0.0, "headroom": 0.0, **numbers})
+
+
+async def test_a_call_without_budget_left_is_refused_before_it_is_sent(sim):
+    redis = fakeredis.FakeAsyncRedis()
+    budget = budget_on(redis, capacity=2, per_second=0.01)
+    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=budget) as client:
+        for _ in range(2):
+            with pytest.raises(PayRequestError):  # sent: Kraken knows no such request
+                await client.cancel_request("AAAAAAAAAAE")
+        with pytest.raises(RateLimited) as refused:
+            await client.cancel_request("AAAAAAAAAAE")
+    assert refused.value.retry_after > 90
+    assert sim.stats()["requests"] == 2
+
+
+async def test_krakens_rate_limit_answer_holds_back_every_client_of_the_key(sim):
+    redis = fakeredis.FakeAsyncRedis()
+    mine = budget_on(redis, capacity=100, per_second=100)
+    theirs = budget_on(redis, capacity=100, per_second=100)
+    sim.set_faults({"rate_limit": {"next": 1}})
+    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=mine) as client:
+        with pytest.raises(RateLimited):
+            await client.cancel_request("AAAAAAAAAAE")
+    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=theirs) as other:
+        with pytest.raises(RateLimited) as held:
+            await other.cancel_request("AAAAAAAAAAE")
+    assert held.value.retry_after > 0.5  # a full refill: capacity / per_second = 1 s
+    assert sim.stats()["requests"] == 1
+
+
+# ---------------------------------------------------------------- four processes (real Redis)
+
+
+def _push(url: str, redis_url: str, prefix: str, start_at: float, stop_at: float) -> int:
+    """Cancel as fast as the budget lets from ``start_at`` to ``stop_at``; return calls sent."""
+
+    async def main() -> int:
+        redis = aioredis.Redis.from_url(redis_url)
+        budget = RateBudget(redis, CREDS.key_id, capacity=CAPACITY, per_second=RATE, prefix=prefix)
+        nonce = RedisNonce(redis, CREDS.key_id, prefix=prefix)
+        sent = 0
+
+        async def lane() -> None:
+            nonlocal sent
+            while True:
+                try:
+                    await client.cancel_request("AAAAAAAAAAE")  # unknown to Kraken: not_found
+                except PayRequestError:
+                    pass
+                except RateLimited as exc:  # our budget's queue is too long: back off
+                    await asyncio.sleep(exc.retry_after or 0.1)
+                    continue
+                sent += 1
+
+        async with KrakenPayClient(CREDS, base_url=url, nonce=nonce, rate_budget=budget) as client:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            lanes = [asyncio.ensure_future(lane()) for _ in range(IN_FLIGHT)]
+            await asyncio.sleep(max(0.0, stop_at - time.time()))
+            for task in lanes:  # a lane waiting for its slot never sends
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+        await redis.aclose()
+        return sent
+
+    return asyncio.run(main())
+
+
+def test_four_processes_share_one_budget_and_kraken_refuses_none(redis_url):
+    prefix = unique("test-budget")  # a budget and nonce sequence of this test alone
+    url = redis_db(redis_url, TASKS_DB)
+    ctx = multiprocessing.get_context("spawn")
+    with SimulatorThread(rate_limit=(CAPACITY, RATE)) as sim, ctx.Pool(PROCESSES) as pool:
+        start_at = time.time() + 1.0  # the processes start together, whenever they are up
+        jobs = [
+            pool.apply_async(_push, (sim.url, url, prefix, start_at, start_at + SECONDS))
+            for _ in range(PROCESSES)
+        ]
+        [job.get(timeout=60) for job in jobs]
+        stats = sim.stats()
+
+    assert stats["rate_limited"] == 0
+    assert 0.9 * MOST <= stats["requests"] <= MOST
