@@ -6,7 +6,6 @@ from kraken.errors import KrakenError, TerminalError, TransientError
 from kraken.external_id import InvalidExternalId, normalize_external_id
 from kraken.nonce import ClockNonce, NonceSource, RedisNonce
 from kraken.ratelimit import RateBudget
-from kraken.ratelimit import RateBudget
 from kraken.signing import Credentials, sign
 
 __all__ = [
