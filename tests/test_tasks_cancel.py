@@ -7,6 +7,7 @@ import logging
 import uuid
 
 import pytest
+from tasks_support import client_app
 
 from kraken import InvalidExternalId
 from kraken.errors import (
@@ -297,3 +298,41 @@ def test_the_message_carries_the_canonical_id(monkeypatch, value, canonical):
     monkeypatch.setattr(app, "send_task", lambda name, args, kwargs, **kw: sent.append(args))
     cancel_request.delay(value)
     assert sent == [(canonical,)]
+
+
+# ------------------------------------------------------------------ eager mode and link
+
+outcomes_seen: list[dict] = []
+
+
+@app.task(name="tests.record_outcome")
+def record_outcome(result: dict) -> None:
+    """What a user's `link` task does with the result (here: remember it)."""
+    outcomes_seen.append(result)
+
+
+@pytest.fixture
+def eager():
+    """task_always_eager, with a broker nobody listens on: nothing may try to reach it."""
+    outcomes_seen.clear()
+    with client_app(
+        app,
+        task_always_eager=True,
+        broker_url="redis://127.0.0.1:1/0",
+        broker_connection_timeout=0.5,
+        broker_connection_max_retries=0,
+    ):
+        yield
+
+
+def test_delay_runs_in_process_in_eager_mode(scripted, eager):
+    client = scripted(TransportError("reset", ambiguous=True), {})
+    result = cancel_request.delay(1)
+    assert result.get()["outcome"] == "cancelled"
+    assert client.calls == [EID, EID]
+
+
+def test_a_link_receives_the_outcome(scripted, eager):
+    scripted(pay_error("RequestNotCancellable"))
+    cancel_request.apply_async((EID,), link=record_outcome.s())
+    assert [r["outcome"] for r in outcomes_seen] == ["not_cancellable"]

@@ -1,0 +1,192 @@
+"""End-to-end throughput of cancel_request beside a no-op Celery task, same broker and workers.
+
+Run: ``.venv/bin/python bench/tasks.py [--n 2000] [--nodes 2] [--concurrency 2]``.
+
+Starts a simulator process, ``--nodes`` ``celery -A tasks worker`` nodes (prefork,
+``--concurrency`` each) on a Redis broker, then times, in alternating rounds, ``--n``
+``cancel_request.delay()`` calls and ``--n`` ``tasks.noop`` calls, each from the first
+``delay()`` to the last result. The ratio (cancels/s over no-ops/s) is what talking to Kraken
+costs on top of Celery itself: the per-key ordering lock and nonce from Redis, signing, the
+HTTP round trip on a kept-alive connection. Aim: >= 0.7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from celery.result import ResultSet
+
+# This file is bench/tasks.py, and Python put bench/ first on sys.path: `import tasks` would
+# import this script instead of the tasks package. Take bench/ off the path while importing.
+sys.path.remove(str(Path(__file__).resolve().parent))
+from kraken import normalize_external_id
+from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from tasks import app, cancel_request
+from tasks.app import noop
+from tasks.embedded import redis_server
+
+sys.path.append(str(Path(__file__).resolve().parent))
+from _support import print_table, rate, redis_url, simulator_process
+
+AIM = 0.7
+BROKER_DB = 14  # apart from the test suite's databases, which tests flush
+CELERY = str(Path(sys.executable).with_name("celery"))
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def _sim(url: str, path: str, payload: dict | None = None) -> dict:
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(
+        url + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def _workers(env: dict[str, str], queue: str, nodes: int, concurrency: int) -> Iterator[None]:
+    logs = tempfile.TemporaryDirectory(prefix="bench-tasks-")
+    procs = []
+    try:
+        for i in range(nodes):
+            log = open(Path(logs.name) / f"w{i}.log", "wb")  # noqa: SIM115 - closed below
+            procs.append(
+                (
+                    subprocess.Popen(
+                        [
+                            *(CELERY, "-A", "tasks", "worker", "--pool", "prefork"),
+                            *("--concurrency", str(concurrency), "-Q", queue),
+                            *("-n", f"bench{i}-{queue}@%h", "--loglevel", "WARNING"),
+                            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+                        ],
+                        env=env,
+                        cwd=REPO,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    ),
+                    log,
+                )
+            )
+        yield
+    finally:
+        for proc, _ in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, log in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.close()
+        logs.cleanup()
+
+
+def _wait_ready(nodes: int, timeout: float = 60.0) -> None:
+    """Every node has started: enough no-ops run at once that each node takes some."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=1.0)
+        if len(replies) >= nodes:
+            ResultSet([noop.delay() for _ in range(20)]).join_native(timeout=30)
+            return
+    raise SystemExit(f"the workers did not start within {timeout:g}s")
+
+
+def _timed(submit: Callable[[int], object], count: int) -> tuple[float, list]:
+    started = time.perf_counter()
+    results = ResultSet([submit(i) for i in range(count)])
+    values = results.join_native(timeout=600, propagate=True)
+    return time.perf_counter() - started, values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="tasks per measurement")
+    parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
+    parser.add_argument("--concurrency", type=int, default=2, help="pool processes per node")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    args = parser.parse_args()
+
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    with redis_server(redis_url()) as nonce_url, simulator_process() as sim_url:
+        broker = _db(nonce_url, BROKER_DB)
+        app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
+        env.update(
+            KRAKEN_API_KEY=DEMO_API_KEY,
+            KRAKEN_API_SECRET=DEMO_API_SECRET,
+            KRAKEN_API_URL=sim_url,
+            REDIS_URL=nonce_url,
+            CELERY_BROKER_URL=broker,
+            CELERY_RESULT_BACKEND=broker,
+        )
+        with _workers(env, queue, args.nodes, args.concurrency):
+            _wait_ready(args.nodes)
+            warm = [normalize_external_id(uuid.uuid4()) for _ in range(100)]
+            _sim(sim_url, "/_sim/requests", {"external_ids": warm})
+            _timed(lambda i: cancel_request.delay(warm[i]), len(warm))
+            _timed(lambda i: noop.delay(), 100)
+
+            before = _sim(sim_url, "/_sim/stats")
+            noops, cancels = [], []
+            for _ in range(args.rounds):
+                ids = [normalize_external_id(uuid.uuid4()) for _ in range(args.n)]
+                _sim(sim_url, "/_sim/requests", {"external_ids": ids})
+                seconds, _ = _timed(lambda i: noop.delay(), args.n)
+                noops.append(rate(args.n, seconds))
+                seconds, results = _timed(lambda i, ids=ids: cancel_request.delay(ids[i]), args.n)
+                cancels.append(rate(args.n, seconds))
+                if {r["outcome"] for r in results} != {"cancelled"}:
+                    raise SystemExit("not every request was cancelled: the run is not valid")
+            after = _sim(sim_url, "/_sim/stats")
+    app.conf.update(task_default_queue="celery")
+
+    applied = after["cancels_applied"] - before["cancels_applied"]
+    if applied != args.n * args.rounds:
+        raise SystemExit(f"{applied} cancels applied, {args.n * args.rounds} expected")
+    noop_rate, cancel_rate = statistics.median(noops), statistics.median(cancels)
+    workers = f"{args.nodes} nodes x {args.concurrency} prefork"
+    print_table(
+        [
+            ("task", "workers", "tasks", "tasks/s (median)", "ratio", "aim"),
+            ("tasks.noop", workers, str(args.n), f"{noop_rate:,.0f}", "1.00", ""),
+            (
+                "cancel_request",
+                workers,
+                str(args.n),
+                f"{cancel_rate:,.0f}",
+                f"{cancel_rate / noop_rate:.2f}",
+                f">= {AIM}",
+            ),
+        ]
+    )
+    print(
+        f"rounds: {args.rounds}; noop/s {[round(r) for r in noops]}, "
+        f"cancel/s {[round(r) for r in cancels]}; "
+        f"nonce rejections: {after['nonce_rejections'] - before['nonce_rejections']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
