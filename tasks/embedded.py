@@ -78,12 +78,34 @@ def _redis_process(binary: str) -> Iterator[str]:
                 proc.wait()
 
 
+def _keep_alive_on_errors(handler: type) -> type:
+    """fakeredis's TCP handler closes the connection after any error reply (fakeredis 2.40),
+    so redis-py's EVALSHA-then-EVAL for a Lua script never gets to EVAL. This one sends the
+    error and keeps serving, as Redis does."""
+
+    class KeepAlive(handler):  # type: ignore[misc, valid-type]
+        def setup(self) -> None:
+            super().setup()
+            read_response = self.current_client.read_response
+
+            def read_or_error(*args: object, **kwargs: object) -> object:
+                try:
+                    return read_response(*args, **kwargs)
+                except redis.ResponseError as exc:  # an answer, not a broken connection
+                    return exc
+
+            self.current_client.read_response = read_or_error
+
+    return KeepAlive
+
+
 @contextlib.contextmanager
 def _fakeredis_server() -> Iterator[str]:
     from fakeredis import TcpFakeServer  # only needed on machines without redis-server
 
     port = _free_port()
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    server.RequestHandlerClass = _keep_alive_on_errors(server.RequestHandlerClass)
     thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
     thread.start()
     url = f"redis://127.0.0.1:{port}/0"
