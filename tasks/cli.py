@@ -1,0 +1,546 @@
+"""The ``kraken-pay`` command: queue, run, schedule and check cancellations from a shell.
+
+Every error is one line on stderr, never a traceback, and the exit status says what went
+wrong (listed in ``kraken-pay --help``). The API secret is never printed: configuration
+errors name the variable, not its value, and URLs are shown without their passwords.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from kraken import KrakenError, normalize_external_id
+from kraken.errors import AuthenticationError, ConfigurationError, TransportError
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "cli",
+    "main",
+]
+
+EXIT_OK = 0  # everything asked for was done (an outcome such as not_found counts as done)
+EXIT_FAILED = 1  # some cancellations failed, or did not finish in time; a check failed
+EXIT_USAGE = 2  # bad usage or bad input: an unknown option, a malformed id, an unreadable file
+EXIT_CONFIG = 3  # configuration: credentials missing, undecodable or refused by Kraken
+EXIT_UNREACHABLE = 4  # cannot reach Redis, the broker or the API (or cannot listen on a port)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; everything the command started was stopped
+
+EXIT_CODES_HELP = """\b
+Exit status:
+  0    everything asked for was done
+  1    some cancellations failed or did not finish in time; a check failed
+  2    bad usage or input (unknown option, malformed id, unreadable file)
+  3    configuration: credentials missing, undecodable, or refused by Kraken
+  4    cannot reach Redis, the broker or the API
+  130  interrupted (Ctrl-C, SIGTERM)
+"""
+
+_HINTS = {
+    EXIT_CONFIG: " (check KRAKEN_API_KEY and KRAKEN_API_SECRET; `kraken-pay check` says more)",
+    EXIT_UNREACHABLE: " (`kraken-pay check` says what answers and what does not)",
+}
+
+_PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+class CommandError(click.ClickException):
+    """An error the user can act on: one line on stderr and an exit status of its own."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _PASSWORD_IN_URL.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit status that says what ``exc`` means to the person at the shell."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, ConfigurationError | AuthenticationError):
+        return EXIT_CONFIG
+    if isinstance(exc, ValueError):  # InvalidExternalId and other bad input
+        return EXIT_USAGE
+    if isinstance(exc, TransportError) and not exc.ambiguous:  # never reached Kraken
+        return EXIT_UNREACHABLE
+    unreachable = (OperationalError, RedisConnectionError, RedisTimeoutError, OSError)
+    if isinstance(exc, unreachable):
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED
+
+
+def describe(exc: BaseException) -> str:
+    """One line about ``exc``: its class and message, passwords removed."""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, CommandError | ConfigurationError):
+        return redact(message)
+    return redact(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+class _Group(click.Group):
+    """Turns every error into one line on stderr and an exit status; never a traceback."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> int:
+        code = self._run(args, prog_name or "kraken-pay", complete_var, extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, args: Any, prog_name: str, complete_var: Any, extra: dict[str, Any]) -> int:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else prog_name
+            _error(f"{where}: {exc.format_message().rstrip('.')} (see '{where} --help')")
+            return EXIT_USAGE
+        except click.ClickException as exc:
+            _error(f"{prog_name}: {describe(exc) if isinstance(exc, CommandError) else exc}")
+            return exc.exit_code
+        except (click.Abort, KeyboardInterrupt):
+            _error(f"{prog_name}: interrupted")
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # one line, whatever it is: the status says what kind
+            code = exit_code_for(exc)
+            _error(f"{prog_name}: {describe(exc)}{_HINTS.get(code, '')}")
+            return code
+        return rv if isinstance(rv, int) else EXIT_OK
+
+
+def _error(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@click.group(cls=_Group, epilog=EXIT_CODES_HELP, context_settings={"max_content_width": 100})
+def cli() -> None:
+    """Cancel Kraken Pay payment requests through Celery, and check the setup.
+
+    Configuration comes from the environment, as for the workers: KRAKEN_API_KEY,
+    KRAKEN_API_SECRET, KRAKEN_API_URL, REDIS_URL, CELERY_BROKER_URL, ... (see
+    kraken.env.example).
+    """
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script ``kraken-pay``."""
+    cli.main(argv, prog_name="kraken-pay")
+
+
+# ----------------------------------------------------------------------------- ids
+
+
+def parse_id(text: str) -> str:
+    """The canonical external id for ``text``: canonical base64, or a UUID's 8-4-4-4-12 form.
+
+    Digits alone are base64 too, so an integer id must be given in its base64 form.
+    """
+    value: Any = text.strip()
+    if len(value) == 36 and value.count("-") == 4:
+        with contextlib.suppress(ValueError):
+            value = uuid.UUID(value)
+    return normalize_external_id(value)
+
+
+def _parse_ids(texts: Sequence[str]) -> list[str]:
+    ids = []
+    for text in texts:
+        try:
+            ids.append(parse_id(text))
+        except ValueError as exc:
+            raise click.BadParameter(f"{text!r}: {exc}", param_hint="ID") from None
+    return ids
+
+
+# ----------------------------------------------------------------------------- cancel
+
+# Publishing gives up after about a second when the broker does not answer, instead of
+# Celery's default of retrying for longer, so a shell user hears about it at once.
+_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.4}
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--wait", is_flag=True, help="Wait for each outcome and print it.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds --wait waits for all outcomes.",
+)
+@click.option(
+    "--direct",
+    is_flag=True,
+    help="Call Kraken from this process, once per id, without Celery or retries.",
+)
+def cancel(ids: tuple[str, ...], wait: bool, timeout: float, direct: bool) -> int:
+    """Queue the cancellation of payment requests ID... (base64 ids or UUIDs).
+
+    Every id is checked before anything is queued. With --direct, a one-off from a shell,
+    nonces come from Redis when REDIS_URL answers (shared with the workers), else from this
+    host's clock.
+    """
+    eids = _parse_ids(ids)
+    if direct:
+        return _print_outcomes(asyncio.run(_cancel_direct(eids)))
+    from tasks import cancel_request
+
+    _require_celery()
+    queued = [
+        (eid, cancel_request.apply_async((eid,), retry_policy=_PUBLISH_RETRY)) for eid in eids
+    ]
+    if not wait:
+        for eid, result in queued:
+            click.echo(f"{eid}  queued  task {result.id}")
+        return EXIT_OK
+    return _print_outcomes(_wait_for(queued, timeout))
+
+
+Outcome = dict[str, Any] | BaseException
+
+
+def _require_celery() -> None:
+    """Fail in one line, at once, when the broker or the result backend does not answer.
+
+    Celery itself would retry for many seconds and end with a long message.
+    """
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    findings = [_check_broker(settings.broker_url)]
+    if settings.result_backend.startswith(("redis://", "rediss://", "unix://")):
+        findings.append(_check_redis(settings.result_backend, "result backend"))
+    for finding in findings:
+        if not finding.ok:
+            raise CommandError(f"{finding.name}: {finding.detail}", EXIT_UNREACHABLE)
+
+
+def _wait_for(queued: list[tuple[str, Any]], timeout: float) -> list[tuple[str, Outcome]]:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    deadline = time.monotonic() + timeout
+    outcomes: list[tuple[str, Outcome]] = []
+    for eid, result in queued:
+        try:
+            value = result.get(timeout=max(0.01, deadline - time.monotonic()), propagate=False)
+        except CeleryTimeout:
+            value = TimeoutError(f"no outcome within {timeout:g}s (is a worker running?)")
+            result.backend.remove_pending_result(result)  # now, not at interpreter exit
+        outcomes.append((eid, value))
+    return outcomes
+
+
+def _print_outcomes(outcomes: list[tuple[str, Outcome]]) -> int:
+    """One line per id; the exit status of the worst failure."""
+    code = EXIT_OK
+    for eid, value in outcomes:
+        if isinstance(value, BaseException):
+            click.echo(f"{eid}  failed  {describe(value)}")
+            worst = EXIT_CONFIG if exit_code_for(value) == EXIT_CONFIG else EXIT_FAILED
+            code = max(code, worst)
+        else:
+            click.echo(f"{eid}  {_outcome_text(value)}")
+    return code
+
+
+def _outcome_text(result: dict[str, Any]) -> str:
+    notes = [f"attempts: {result.get('attempts', 1)}"]
+    if result.get("confirmed_on_retry"):
+        notes.insert(0, "confirmed on retry")
+    return f"{result['outcome']}  ({', '.join(notes)})"
+
+
+async def _cancel_direct(eids: list[str]) -> list[tuple[str, Outcome]]:
+    """One call per id from this process; stops at the first error that would repeat."""
+    from kraken import KrakenPayClient
+    from tasks.settings import Settings
+
+    settings = Settings.from_env()
+    credentials = settings.credentials()
+    nonce, close_nonce = await _direct_nonce(settings.redis_url, credentials.key_id)
+    client = KrakenPayClient(
+        credentials,
+        base_url=settings.api_url,
+        nonce=nonce,
+        ordering=settings.ordering,
+        timeout=settings.timeout,
+    )
+    try:
+        return [(eid, await _cancel_once(client, eid)) for eid in eids]
+    finally:
+        await client.close()
+        await close_nonce()
+
+
+async def _direct_nonce(redis_url: str, key_id: str) -> tuple[Any, Callable[[], Any]]:
+    """RedisNonce when Redis answers (the workers' sequence and lock), else ClockNonce."""
+    import redis.asyncio
+
+    from kraken import ClockNonce, RedisNonce
+    from tasks.embedded import redis_answers
+
+    if await asyncio.to_thread(redis_answers, redis_url):
+        client = redis.asyncio.Redis.from_url(redis_url)
+        return RedisNonce(client, key_id), client.aclose
+    _error(f"kraken-pay: note: no Redis at {redact(redis_url)}; nonces from this host's clock")
+
+    async def nothing() -> None:
+        return None
+
+    return ClockNonce(), nothing
+
+
+async def _cancel_once(client: Any, eid: str) -> Outcome:
+    from kraken.errors import PayRequestError
+    from tasks import OUTCOMES
+
+    try:
+        result = await client.cancel_request(eid)
+    except PayRequestError as exc:
+        if exc.reason in OUTCOMES:
+            return {"external_id": eid, "outcome": exc.reason, "attempts": 1}
+        return exc
+    except KrakenError as exc:
+        if exit_code_for(exc) in (EXIT_CONFIG, EXIT_UNREACHABLE):
+            raise  # the next id would meet the same wall: one line and the status
+        return exc
+    return {"external_id": eid, "outcome": "cancelled", "attempts": 1, "result": result}
+
+
+# ----------------------------------------------------------------------------- simulator
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--seed", type=int, help="Seed for the fault draws, for reproducible runs.")
+def simulator(host: str, port: int, seed: int | None) -> int:
+    """Run the Kraken Pay simulator until Ctrl-C.
+
+    It accepts the demo key pair (kraken.simulator.DEMO_API_KEY and DEMO_API_SECRET, the
+    pair in kraken.env.example); point workers at it with KRAKEN_API_URL. Control it over
+    HTTP: POST /_sim/requests, POST /_sim/faults, GET /_sim/stats.
+    """
+    from kraken.simulator import serve
+
+    try:
+        serve(host, port, seed=seed)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 4) from None
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- check
+
+_CHECK_TIMEOUT = 3.0  # seconds each network check may take
+
+
+class Finding:
+    """One line of ``kraken-pay check``: what was checked, whether it is fine, and why."""
+
+    def __init__(self, name: str, detail: str, failure: int | None = None) -> None:
+        self.name = name
+        self.detail = detail
+        self.failure = failure  # the exit status this problem means, None when all is well
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def line(self) -> str:
+        return f"{'ok' if self.ok else 'FAIL':<5} {self.name:<12} {self.detail}"
+
+
+@cli.command()
+@click.option(
+    "--max-skew",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds this host's clock may differ from Redis's.",
+)
+def check(max_skew: float) -> int:
+    """Say what is wrong before a worker fails: credentials, Redis, broker, API, clock.
+
+    Reads the same environment as a worker. The secret is never printed: only whether it
+    decodes, and how many bytes it holds. Exits 0 only when every check passes; otherwise
+    with the status of the most basic problem (3, then 4, then 1).
+    """
+    from tasks.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        findings = [Finding("settings", str(exc), EXIT_CONFIG)]
+    else:
+        findings = [
+            _check_credentials(settings),
+            _check_redis(settings.redis_url),
+            _check_broker(settings.broker_url),
+            _check_api(settings.api_url),
+        ]
+        if findings[1].ok:
+            findings.append(_check_clock(settings.redis_url, max_skew))
+    for finding in findings:
+        click.echo(finding.line())
+    problems = [f for f in findings if not f.ok]
+    if not problems:
+        click.echo("all is well")
+        return EXIT_OK
+    click.echo(f"{len(problems)} problem(s): {', '.join(f.name for f in problems)}")
+    # The most basic problem first: a bad key, then what cannot be reached, then the rest.
+    codes = {f.failure for f in problems}
+    return next(code for code in (EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_FAILED) if code in codes)
+
+
+def _check_credentials(settings: Any) -> Finding:
+    try:
+        credentials = settings.credentials()
+    except ConfigurationError as exc:
+        return Finding("credentials", str(exc), EXIT_CONFIG)
+    size = len(base64.b64decode(settings.api_secret))
+    return Finding(
+        "credentials",
+        f"KRAKEN_API_KEY is set (key id {credentials.key_id}); "
+        f"KRAKEN_API_SECRET decodes to {size} bytes",
+    )
+
+
+def _check_redis(url: str, name: str = "redis") -> Finding:
+    import redis
+
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=_CHECK_TIMEOUT, socket_timeout=_CHECK_TIMEOUT
+    )
+    started = time.perf_counter()
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return Finding(name, f"{redact(url)} does not answer: {describe(exc)}", EXIT_UNREACHABLE)
+    finally:
+        client.close()
+    return Finding(name, f"{redact(url)} answers ({_ms(started)})")
+
+
+def _check_broker(url: str) -> Finding:
+    from kombu import Connection
+
+    started = time.perf_counter()
+    try:
+        with Connection(url, connect_timeout=_CHECK_TIMEOUT) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=_CHECK_TIMEOUT)
+            connection.default_channel  # noqa: B018 - a channel proves the broker speaks
+    except Exception as exc:  # kombu raises its own and its transports' errors
+        return Finding("broker", f"{redact(url)} does not answer: {describe(exc)}", 4)
+    return Finding("broker", f"{redact(url)} answers ({_ms(started)})")
+
+
+def _check_api(url: str) -> Finding:
+    """Any HTTP answer proves the API is reachable; the key itself is checked by a call."""
+    import urllib.error
+    import urllib.request
+
+    probe = url.rstrip("/") + "/0/public/Time"
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(probe, timeout=_CHECK_TIMEOUT) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Finding("api", f"{redact(url)} does not answer: {reason}", EXIT_UNREACHABLE)
+    return Finding("api", f"{redact(url)} answers (HTTP {status}, {_ms(started)})")
+
+
+def _check_clock(url: str, max_skew: float) -> Finding:
+    """Countdowns and scheduled times are set on one host and honoured on another."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=_CHECK_TIMEOUT)
+    try:
+        before = time.time()
+        seconds, micros = client.time()
+        after = time.time()
+    except redis.RedisError as exc:
+        return Finding("clock", f"cannot read Redis's clock: {describe(exc)}", 4)
+    finally:
+        client.close()
+    skew = seconds + micros / 1e6 - (before + after) / 2
+    side = "behind" if skew > 0 else "ahead of"
+    detail = f"this host is {abs(skew):.3f}s {side} Redis (at most {max_skew:g}s allowed)"
+    return Finding("clock", detail, None if abs(skew) <= max_skew else EXIT_FAILED)
+
+
+def _ms(started: float) -> str:
+    return f"{(time.perf_counter() - started) * 1000:.0f} ms"
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option(
+    "--requests",
+    type=click.IntRange(1, 100_000),
+    default=300,
+    show_default=True,
+    help="Payment requests to create and cancel.",
+)
+@click.option("--workers", type=click.IntRange(1, 8), default=2, show_default=True)
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 0.9),
+    default=0.1,
+    show_default=True,
+    help="Share of Kraken calls that fail (resets, 5xx, garbled bodies, rate limits, ...).",
+)
+@click.option("--seed", type=int, help="Seed for the simulator's fault draws.")
+def demo(requests: int, workers: int, fault_rate: float, seed: int | None) -> int:
+    """Run everything on this machine and cancel a few hundred payment requests.
+
+    Starts the Kraken Pay simulator, a Redis (yours at REDIS_URL, in an empty database
+    that it empties again; else a redis-server or an embedded fakeredis) and Celery
+    workers; cancels through cancel_request.delay() while the simulator injects faults,
+    and ends with a table. Everything it started is stopped on exit, also on Ctrl-C.
+    Exits 1 if any cancellation failed.
+    """
+    from tasks.demo import DemoError, DemoOptions, run_demo
+
+    options = DemoOptions(
+        requests=requests,
+        paid=min(10, requests // 10),
+        workers=workers,
+        fault_rate=fault_rate,
+        seed=seed,
+    )
+    try:
+        return run_demo(options)
+    except DemoError as exc:
+        raise CommandError(str(exc), EXIT_UNREACHABLE) from None

@@ -1,0 +1,511 @@
+"""``kraken-pay demo``: the whole system on this machine, against the simulator, in seconds.
+
+What runs: the Kraken Pay simulator (in this process, failing about one Kraken call in ten
+in six ways), a Redis, and two ``celery -A tasks worker`` processes with the simulator's
+demo key. The demo creates payment requests in the simulator, cancels them through
+``cancel_request.delay()``, and prints what happened.
+
+The Redis is the one at ``REDIS_URL`` if it answers, in a database the demo finds empty and
+empties again on the way out, so it never touches anyone's data; otherwise a
+``redis-server`` it starts, or, without one installed, fakeredis's server in this process.
+Everything the demo starts is stopped on the way out, on Ctrl-C and SIGTERM too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from tasks.embedded import redis_answers, redis_server
+from tasks.settings import DEFAULT_REDIS_URL
+
+__all__ = ["DemoError", "DemoOptions", "fault_spec", "run_demo"]
+
+# The faults the simulator injects, sharing the fault rate equally. Each is one the tasks
+# must ride out: the connection dropped before or after Kraken acted, a proxy's 5xx page, a
+# cut-off body, a rate limit, maintenance.
+FAULT_KINDS = (
+    "reset_before",
+    "reset_after",
+    "http_5xx",
+    "malformed_json",
+    "rate_limit",
+    "service_unavailable",
+)
+
+# The workers' settings: short timeouts and quick retries, so faults cost milliseconds.
+_WORKER_SETTINGS = {
+    "KRAKEN_TIMEOUT": "2",
+    "KRAKEN_RETRY_BASE_DELAY": "0.05",
+    "KRAKEN_RETRY_MAX_DELAY": "1",
+    "KRAKEN_RETRY_MAX_ATTEMPTS": "10",
+    "KRAKEN_RETRY_DEADLINE": "60",
+    "CELERY_VISIBILITY_TIMEOUT": "60",
+}
+# Databases 12 to 15 belong to the test suite; the demo takes the first empty one below.
+_DATABASES = range(11, 0, -1)
+_OWNER_KEY = "kraken-pay-demo:owner"
+_STOP_TIMEOUT = 10.0  # seconds workers get for a warm shutdown before SIGKILL
+_ATTEMPT_LINE = re.compile(
+    r"cancel_request attempt .*?error=(?P<error>\S+) .*?delay=(?P<delay>\S+)"
+)
+
+
+class DemoError(Exception):
+    """Something the demo needs is missing; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    requests: int = 300
+    paid: int = 10  # of which already paid: "not cancellable" is an outcome, not a failure
+    workers: int = 2
+    concurrency: int = 2
+    fault_rate: float = 0.1
+    seed: int | None = None
+    timeout: float = 120.0  # seconds for all cancellations before the demo gives up
+
+
+def fault_spec(rate: float) -> dict[str, dict[str, float]]:
+    """Faults for the simulator so that about ``rate`` of calls meet one (kinds draw in turn)."""
+    if rate <= 0:
+        return {}
+    each = 1 - (1 - rate) ** (1 / len(FAULT_KINDS))
+    return {kind: {"rate": round(each, 6)} for kind in FAULT_KINDS}
+
+
+def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
+    """Run the demo; the exit status is 0 only when every cancellation got its outcome."""
+    stack = contextlib.ExitStack()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C
+    try:
+        return _run(stack, options, _Printer(out))
+    finally:
+        _ignore_signals()  # a second Ctrl-C must not cut the clean-up short
+        try:
+            stack.close()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> int:
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kraken-pay-demo-")))
+    redis_url, where = _demo_redis(stack)
+    say(f"Redis        {where}")
+    sim = stack.enter_context(SimulatorThread(seed=options.seed))
+    say(f"simulator    {sim.url} (Kraken Pay, demo key)")
+    env = worker_env(sim.url, redis_url)
+    _use_broker(env)
+    nodes = [
+        stack.enter_context(_worker(env, f"demo{n + 1}", options.concurrency, workdir))
+        for n in range(options.workers)
+    ]
+    ids = _create_requests(sim, options)
+    say(f"requests     {len(ids)} payment requests created, {options.paid} of them already paid")
+    _wait_ready(nodes)
+    say(f"workers      {len(nodes)} celery workers (prefork, {options.concurrency} processes each)")
+    sim.set_faults(fault_spec(options.fault_rate))
+    kinds = ", ".join(FAULT_KINDS)
+    say(f"faults       about {options.fault_rate:.0%} of Kraken calls fail: {kinds}")
+    tally = _cancel_all(ids, options.timeout, nodes, say)
+    sim.clear_faults()
+    tally.retries_by_error = _retries_from_logs(nodes)
+    report = Report(tally, sim.stats(), sim.summary(), len(ids) - options.paid, options.paid)
+    say.table(report.rows())
+    for problem in report.problems():
+        say(f"problem: {problem}")
+    if report.problems():
+        say.tail_of_logs(nodes)
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- Redis
+
+
+def _demo_redis(stack: contextlib.ExitStack) -> tuple[str, str]:
+    """(URL, description): a free database of the user's Redis, else one started here."""
+    user_url = os.environ.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
+    if redis_answers(user_url):
+        url = _claim_database(user_url)
+        if url is not None:
+            stack.callback(_empty_database, url)
+            db = urlsplit(url).path.lstrip("/")
+            return url, f"{_safe(user_url)}, database {db} (was empty; emptied on exit)"
+    if shutil.which("redis-server"):
+        where = "a redis-server started for the demo"
+    else:
+        where = "fakeredis's server in this process (no redis-server installed)"
+    try:
+        url = stack.enter_context(redis_server(None))
+    except ImportError:
+        raise DemoError(
+            f"no Redis: none answers at {_safe(user_url)}, redis-server is not installed, and "
+            "fakeredis is missing (pip install 'kraken-pay-cancel[test]')"
+        ) from None
+    return url, f"{where} at {url}"
+
+
+def _with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def _claim_database(url: str) -> str | None:
+    """The URL of an empty database, marked as the demo's so another demo passes it by."""
+    for db in _DATABASES:
+        candidate = _with_db(url, db)
+        client = redis.Redis.from_url(candidate)
+        try:
+            if client.dbsize() == 0 and client.set(_OWNER_KEY, os.getpid(), nx=True):
+                if client.dbsize() == 1:
+                    return candidate
+                client.delete(_OWNER_KEY)  # someone else started using it at the same time
+        except redis.ResponseError:  # "DB index is out of range": fewer databases configured
+            continue
+        finally:
+            client.close()
+    return None
+
+
+def _empty_database(url: str) -> None:
+    """Delete every key of the demo's database: it was empty when the demo took it."""
+    client = redis.Redis.from_url(url)
+    try:
+        for batch in _batches(client.scan_iter(count=1000), 1000):
+            client.unlink(*batch)
+    except redis.RedisError:
+        pass  # the server went away; nothing is left to clean
+    finally:
+        client.close()
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _safe(url: str) -> str:
+    from tasks.cli import redact
+
+    return redact(url)
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def worker_env(sim_url: str, redis_url: str) -> dict[str, str]:
+    """A worker's environment: the simulator, its demo key, the demo's Redis, quick retries."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("KRAKEN_", "CELERY_")) and name != "REDIS_URL"
+    }
+    env.update(_WORKER_SETTINGS)
+    env.update(
+        {
+            "KRAKEN_API_KEY": DEMO_API_KEY,
+            "KRAKEN_API_SECRET": DEMO_API_SECRET,
+            "KRAKEN_API_URL": sim_url,
+            "REDIS_URL": redis_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _use_broker(env: dict[str, str]) -> None:
+    """Point this process's Celery app at the demo's Redis before it connects anywhere."""
+    from tasks import app
+    from tasks.settings import get_settings
+
+    for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        os.environ.pop(name, None)
+    os.environ["REDIS_URL"] = env["REDIS_URL"]
+    get_settings.cache_clear()
+    app.conf.update(broker_url=env["REDIS_URL"], result_backend=env["REDIS_URL"])
+
+
+@dataclass
+class _Node:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+@contextlib.contextmanager
+def _worker(env: dict[str, str], name: str, concurrency: int, workdir: Path) -> Iterator[_Node]:
+    """One ``celery worker`` in a process group of its own, stopped (TERM, then KILL) on exit."""
+    hostname = f"{name}-{os.getpid()}@{socket.gethostname()}"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks",
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={concurrency}",
+        f"--hostname={hostname}",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+    ]
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo only; the demo stops the workers
+        )
+    try:
+        yield _Node(hostname, proc, log_path)
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(_STOP_TIMEOUT)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a stuck worker, or pool children left behind
+    proc.wait()
+
+
+def _wait_ready(nodes: list[_Node], timeout: float = 60.0) -> None:
+    """Return once every worker answers a ping; fail with its last log line if it died."""
+    from tasks import app
+
+    deadline = time.monotonic() + timeout
+    waiting = {node.name for node in nodes}
+    while waiting:
+        for node in nodes:
+            if node.proc.poll() is not None:
+                raise DemoError(f"worker {node.name} exited: {_last_line(node.log())}")
+        replies = app.control.ping(destination=sorted(waiting), timeout=0.5)
+        waiting -= {name for reply in replies for name in reply}
+        if waiting and time.monotonic() > deadline:
+            raise DemoError(f"workers not ready after {timeout:g}s: {', '.join(sorted(waiting))}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no output)"
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _create_requests(sim: SimulatorThread, options: DemoOptions) -> list[str]:
+    ids = [uuid.uuid4() for _ in range(options.requests)]
+    paid = min(options.paid, len(ids))
+    sim.create_requests(ids[paid:], "pending")
+    sim.create_requests(ids[:paid], "paid")
+    from kraken import normalize_external_id
+
+    return [normalize_external_id(value) for value in ids]
+
+
+@dataclass
+class Tally:
+    """What the task results say."""
+
+    sent: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    confirmed_on_retry: int = 0
+    retries: int = 0  # attempts beyond the first, from the results
+    failures: Counter[str] = field(default_factory=Counter)  # error class -> tasks
+    unfinished: int = 0
+    seconds: float = 0.0
+    retries_by_error: Counter[str] = field(default_factory=Counter)  # from the workers' logs
+
+    @property
+    def done(self) -> int:
+        return sum(self.outcomes.values()) + sum(self.failures.values())
+
+    def add(self, value: Any) -> None:
+        if isinstance(value, BaseException):
+            self.failures[type(value).__name__] += 1
+            self.retries += max(0, int(getattr(value, "attempts", 1)) - 1)
+            return
+        self.outcomes[value["outcome"]] += 1
+        self.confirmed_on_retry += bool(value.get("confirmed_on_retry"))
+        self.retries += value.get("attempts", 1) - 1
+
+
+def _cancel_all(ids: list[str], timeout: float, nodes: list[_Node], say: _Printer) -> Tally:
+    """Queue one ``cancel_request`` per id and collect the results as they arrive."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+    from celery.result import ResultSet
+
+    from tasks import cancel_request
+
+    tally = Tally()
+    started = time.monotonic()
+    results = ResultSet([cancel_request.delay(eid) for eid in ids])
+    tally.sent = len(ids)
+    say.progress(tally)
+
+    def on_interval() -> None:
+        _check_alive(nodes)
+        say.progress(tally)
+
+    try:
+        for _, meta in results.iter_native(timeout=timeout, interval=0.1, on_interval=on_interval):
+            tally.add(meta["result"])
+            say.progress(tally)
+    except CeleryTimeout:
+        tally.unfinished = tally.sent - tally.done
+    tally.seconds = time.monotonic() - started
+    say.progress(tally, final=True)
+    return tally
+
+
+def _check_alive(nodes: list[_Node]) -> None:
+    for node in nodes:
+        if node.proc.poll() is not None:
+            raise DemoError(f"worker {node.name} exited: {_last_line(node.log())}")
+
+
+def _retries_from_logs(nodes: list[_Node]) -> Counter[str]:
+    """Retried attempts by error class, from the workers' ``cancel_request attempt`` lines.
+
+    Each failed attempt that was retried logs its error class and its countdown; the last
+    attempt of a task that gave up logs no countdown and is a failure, not a retry.
+    """
+    counts: Counter[str] = Counter()
+    for node in nodes:
+        for match in _ATTEMPT_LINE.finditer(node.log()):
+            if match["error"] != "-" and match["delay"] != "-":
+                counts[match["error"]] += 1
+    return counts
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Report:
+    tally: Tally
+    stats: dict[str, Any]
+    summary: dict[str, Any]
+    expected_cancelled: int
+    expected_paid: int
+
+    def rows(self) -> list[tuple[str, str]]:
+        t, stats = self.tally, self.stats
+        rows = [("cancelled", str(t.outcomes["cancelled"]))]
+        if t.confirmed_on_retry:
+            rows.append(("  of which confirmed on retry", str(t.confirmed_on_retry)))
+        for outcome in ("already_cancelled", "not_cancellable", "not_found"):
+            if t.outcomes[outcome]:
+                rows.append((outcome.replace("_", " "), str(t.outcomes[outcome])))
+        rows.append(("retried", f"{t.retries} attempts"))
+        for error, count in t.retries_by_error.most_common():
+            rows.append((f"  {error}", str(count)))
+        rows.append(("failed", str(sum(t.failures.values()))))
+        for error, count in t.failures.most_common():
+            rows.append((f"  {error}", str(count)))
+        if t.unfinished:
+            rows.append(("unfinished", str(t.unfinished)))
+        injected = sum(stats["faults_injected"].values())
+        rows.append(("faults injected", f"{injected} of {stats['requests']} Kraken calls"))
+        rows.append(("nonce rejections", str(stats["nonce_rejections"])))
+        rows.append(("throughput", f"{t.done / t.seconds:.0f} cancels/s" if t.seconds else "-"))
+        return rows
+
+    def problems(self) -> list[str]:
+        t, by_state = self.tally, self.summary["by_state"]
+        found = []
+        if t.failures:
+            found.append(f"{sum(t.failures.values())} cancellation(s) failed")
+        if t.unfinished:
+            found.append(f"{t.unfinished} cancellation(s) did not finish in time")
+        if by_state.get("pending", 0):
+            found.append(f"{by_state['pending']} payment request(s) still pending")
+        if self.stats["nonce_rejections"]:
+            found.append(f"{self.stats['nonce_rejections']} nonce(s) rejected by Kraken")
+        if t.retries != sum(t.retries_by_error.values()) and not t.failures:
+            found.append(
+                f"the results count {t.retries} retries, the logs "
+                f"{sum(t.retries_by_error.values())}"
+            )
+        return found
+
+
+class _Printer:
+    """Lines for the person watching; a progress line redrawn in place on a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self._last_step = -1
+
+    def __call__(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def progress(self, tally: Tally, final: bool = False) -> None:
+        failed = sum(tally.failures.values())
+        line = f"cancelling   {tally.done}/{tally.sent} done, {failed} failed"
+        if self.tty:
+            print(f"\r{line}", end="\n" if final else "", file=self.out, flush=True)
+            return
+        step = tally.done * 4 // max(1, tally.sent)  # a line at each quarter when not a tty
+        if step != self._last_step or final:
+            self._last_step = step
+            if not final or step < 4:
+                self(line)
+
+    def table(self, rows: list[tuple[str, str]]) -> None:
+        width = max(len(label) for label, _ in rows)
+        self("")
+        for label, value in rows:
+            self(f"  {label:<{width}}  {value}")
+        self("")
+
+    def tail_of_logs(self, nodes: list[_Node], lines: int = 5) -> None:
+        for node in nodes:
+            tail = [line for line in node.log().splitlines() if "ERROR" in line][-lines:]
+            for line in tail:
+                self(f"  {node.name}: {line.strip()}")
+
+
+def _ignore_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
