@@ -601,3 +601,17 @@ def test_command_refuses_a_key_without_a_secret_and_a_bad_secret_quietly(capsys)
         cli_main(["--port", "0", "--key", "k", "--secret", not_base64])
     errors = capsys.readouterr().err
     assert "api_secret" in errors and not_base64 not in errors
+
+
+async def test_cancelled_at_records_when_each_request_was_cancelled_once(sim, http):
+    first, second, untouched = ids = [new_id() for _ in range(3)]
+    sim.create_requests(ids)
+    before = time.time()
+    await cancel(http, sim, first)
+    await cancel(http, sim, second)
+    after = time.time()
+    await cancel(http, sim, first)  # already cancelled: the moment stays the first one
+    moments = sim.cancelled_at()
+    assert sorted(moments) == sorted([first, second])
+    assert before <= moments[first] <= moments[second] <= after
+    assert untouched not in moments

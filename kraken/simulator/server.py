@@ -176,6 +176,10 @@ class Simulator:
         """``{"total", "by_state": {state: n}, "cancel_calls": {"0": n, "1": n, ">1": n}}``."""
         return self._kraken.requests.summary()
 
+    def cancelled_at(self) -> dict[str, float]:
+        """``{external_id: unix time}`` of the moment each cancelled request was cancelled."""
+        return self._kraken.requests.cancelled_at()
+
     def set_faults(self, spec: Mapping[str, Any]) -> None:
         """Replace the active faults, e.g. ``{"reset_before": {"next": 2}}``."""
         self._faults.set(spec)
@@ -315,6 +319,9 @@ class SimulatorThread:
 
     def summary(self) -> dict[str, Any]:
         return self._on_loop(self._sim.summary)
+
+    def cancelled_at(self) -> dict[str, float]:
+        return self._on_loop(self._sim.cancelled_at)
 
     def set_faults(self, spec: Mapping[str, Any]) -> None:
         self._on_loop(self._sim.set_faults, spec)

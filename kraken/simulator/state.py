@@ -39,6 +39,7 @@ def canonical_external_id(value: Any, name: str = "external_id") -> str:
 class PaymentRequest:
     state: str
     cancel_calls: int = 0
+    cancelled_at: float | None = None  # unix time of the call that cancelled it
 
 
 class PaymentRequests:
@@ -69,6 +70,7 @@ class PaymentRequests:
         request.cancel_calls += 1
         if request.state == "pending":
             request.state = "cancelled"
+            request.cancelled_at = time.time()
             return None
         if request.state == "cancelled":
             return "RequestAlreadyCancelled"
@@ -83,6 +85,14 @@ class PaymentRequests:
             n = request.cancel_calls
             calls["0" if n == 0 else "1" if n == 1 else ">1"] += 1
         return {"total": len(self._by_id), "by_state": by_state, "cancel_calls": calls}
+
+    def cancelled_at(self) -> dict[str, float]:
+        """When each cancelled request was cancelled (unix time): proof of "not early"."""
+        return {
+            eid: request.cancelled_at
+            for eid, request in self._by_id.items()
+            if request.cancelled_at is not None
+        }
 
     def clear(self) -> None:
         self._by_id.clear()
