@@ -126,10 +126,17 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per node")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    parser.add_argument(
+        "--ordering",
+        choices=("serial", "window"),
+        default="serial",
+        help="KRAKEN_ORDERING of the workers (window: the simulator gets a nonce window)",
+    )
     args = parser.parse_args()
+    sim_args = ("--nonce-window", str(60 * 10**9)) if args.ordering == "window" else ()
 
     queue = f"bench-{uuid.uuid4().hex[:8]}"
-    with redis_server(redis_url()) as nonce_url, simulator_process() as sim_url:
+    with redis_server(redis_url()) as nonce_url, simulator_process(*sim_args) as sim_url:
         broker = _db(nonce_url, BROKER_DB)
         app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
@@ -140,6 +147,7 @@ def main() -> None:
             REDIS_URL=nonce_url,
             CELERY_BROKER_URL=broker,
             CELERY_RESULT_BACKEND=broker,
+            KRAKEN_ORDERING=args.ordering,
         )
         with _workers(env, queue, args.nodes, args.concurrency):
             _wait_ready(args.nodes)
@@ -166,7 +174,7 @@ def main() -> None:
     if applied != args.n * args.rounds:
         raise SystemExit(f"{applied} cancels applied, {args.n * args.rounds} expected")
     noop_rate, cancel_rate = statistics.median(noops), statistics.median(cancels)
-    workers = f"{args.nodes} nodes x {args.concurrency} prefork"
+    workers = f"{args.nodes} nodes x {args.concurrency} prefork, {args.ordering}"
     print_table(
         [
             ("task", "workers", "tasks", "tasks/s (median)", "ratio", "aim"),
