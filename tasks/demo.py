@@ -115,6 +115,7 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     say(f"simulator    {sim.url} (Kraken Pay, demo key)")
     env = worker_env(sim.url, redis_url)
     _use_broker(env)
+    stack.callback(_let_go_of_results)
     nodes = [
         stack.enter_context(_worker(env, f"demo{n + 1}", options.concurrency, workdir))
         for n in range(options.workers)
@@ -249,6 +250,17 @@ def _use_broker(env: dict[str, str]) -> None:
     os.environ["REDIS_URL"] = env["REDIS_URL"]
     get_settings.cache_clear()
     app.conf.update(broker_url=env["REDIS_URL"], result_backend=env["REDIS_URL"])
+
+
+def _let_go_of_results() -> None:
+    """Close the result subscription while Redis still answers, so that results freed
+    later (at interpreter exit, after an interruption) have nothing to unsubscribe from."""
+    from tasks import app
+
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.stop()
+        consumer.subscribed_to.clear()
 
 
 @dataclass

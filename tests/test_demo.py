@@ -1,0 +1,219 @@
+"""``kraken-pay demo``: it cancels everything it created, says so, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+from tasks_support import REPO, redis_db, wait_for
+
+from tasks.demo import FAULT_KINDS, Report, Tally, fault_spec
+
+KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
+
+
+class Demo:
+    """``kraken-pay demo`` in a process of its own, its output read line by line as it comes."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [KRAKEN_PAY, "demo", *args],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+
+    def wait_for_line(self, starting: str, timeout: float = 60.0) -> str:
+        def seen() -> str | None:
+            while not self._queue.empty():
+                self.lines.append(self._queue.get())
+            return next((line for line in self.lines if line.startswith(starting)), None)
+
+        return wait_for(seen, timeout, f"a line starting {starting!r}: {self.lines}")
+
+    def finish(self, timeout: float = 90.0) -> tuple[int, str, str]:
+        code = self.proc.wait(timeout)
+        stderr = self.proc.stderr.read() if self.proc.stderr else ""
+        self.wait_for_line("")  # drain what the reader has
+        wait_for(lambda: self._queue.empty(), 5, "the rest of the output")
+        while not self._queue.empty():
+            self.lines.append(self._queue.get())
+        return code, "\n".join(self.lines), stderr
+
+
+def demo_env(redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
+    return env | {"REDIS_URL": redis_url} | extra
+
+
+def processes_with(marker: str) -> list[str]:
+    """Command lines of live processes that contain ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+def table(output: str) -> dict[str, str]:
+    """The demo's final table as {label: value}."""
+    rows = {}
+    for line in output.splitlines():
+        match = re.fullmatch(r"  (\s*\S.*?)\s{2,}(\S.*)", line)
+        if match:
+            rows[match[1]] = match[2]
+    return rows
+
+
+def claimed_database(output: str) -> int:
+    match = re.search(r"database (\d+) \(was empty", output)
+    assert match, output
+    return int(match[1])
+
+
+def workers_of(demo: Demo) -> str:
+    """The mark every worker of this demo has on its command line: its hostname's suffix."""
+    return f"-{demo.proc.pid}@"
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def test_the_demo_cancels_every_request_and_leaves_nothing_behind(redis_url):
+    demo = Demo("--requests", "60", "--seed", "7", env=demo_env(redis_url))
+    code, output, stderr = demo.finish()
+
+    assert code == 0, output + stderr
+    rows = table(output)
+    assert rows["cancelled"] == "54"
+    assert rows["not cancellable"] == "6"
+    assert rows["failed"] == "0"
+    assert rows["nonce rejections"] == "0"
+    assert re.fullmatch(r"\d+ cancels/s", rows["throughput"])
+    assert "cancelling   60/60 done, 0 failed" in output
+    db = redis.Redis.from_url(redis_db(redis_url, claimed_database(output)))
+    assert db.dbsize() == 0
+    assert processes_with(workers_of(demo)) == []
+    assert stderr == ""
+
+
+def test_retries_are_counted_by_error_class_and_match_the_results(redis_url):
+    demo = Demo("--requests", "60", "--fault-rate", "0.5", "--seed", "3", env=demo_env(redis_url))
+    code, output, stderr = demo.finish()
+
+    assert code == 0, output + stderr
+    rows = table(output)
+    retried = int(rows["retried"].split()[0])
+    labels = list(rows)
+    under_retried = labels[labels.index("retried") + 1 : labels.index("failed")]
+    by_class = {label.strip(): int(rows[label]) for label in under_retried}
+    assert retried > 0
+    assert sum(by_class.values()) == retried
+    assert set(by_class) <= {
+        "TransportError",
+        "MalformedResponse",
+        "RateLimited",
+        "ServiceUnavailable",
+    }
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_demo_stops_every_process_it_started(redis_url, signum):
+    demo = Demo("--requests", "1000", env=demo_env(redis_url))
+    demo.wait_for_line("cancelling")
+    assert processes_with(workers_of(demo)), "the workers run while the demo cancels"
+
+    demo.proc.send_signal(signum)
+    code, output, stderr = demo.finish(timeout=30)
+
+    assert code == 130
+    assert stderr.strip() == "kraken-pay: interrupted"
+    assert processes_with(workers_of(demo)) == []
+    db = redis.Redis.from_url(redis_db(redis_url, claimed_database(output)))
+    assert db.dbsize() == 0
+
+
+def test_without_a_redis_the_demo_starts_a_redis_server_and_stops_it():
+    demo = Demo("--requests", "30", env=demo_env("redis://127.0.0.1:1/0"))
+    code, output, stderr = demo.finish()
+
+    assert code == 0, output + stderr
+    match = re.search(r"a redis-server started for the demo at redis://127.0.0.1:(\d+)/0", output)
+    assert match, output
+    assert table(output)["cancelled"] == "27"
+    assert processes_with(f"--port {match[1]}") == []
+    assert processes_with(workers_of(demo)) == []
+
+
+def test_without_redis_server_installed_the_demo_uses_fakeredis():
+    venv_only = str(Path(sys.executable).parent)  # no redis-server on this PATH
+    demo = Demo("--requests", "20", env=demo_env("redis://127.0.0.1:1/0", PATH=venv_only))
+    code, output, stderr = demo.finish()
+
+    assert code == 0, output + stderr
+    assert "fakeredis's server in this process" in output
+    assert table(output)["cancelled"] == "18"
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def test_the_faults_add_up_to_the_rate_asked_for():
+    spec = fault_spec(0.1)
+    assert set(spec) == set(FAULT_KINDS)
+    none_fires = 1.0
+    for fault in spec.values():
+        none_fires *= 1 - fault["rate"]
+    assert 1 - none_fires == pytest.approx(0.1, abs=1e-4)
+
+
+def test_no_faults_at_a_rate_of_zero():
+    assert fault_spec(0) == {}
+
+
+def report(**tally: object) -> Report:
+    stats = {"faults_injected": {}, "requests": 10, "nonce_rejections": 0}
+    summary = {"by_state": {"cancelled": 10}}
+    return Report(Tally(sent=10, seconds=1.0, **tally), stats, summary, 10, 0)  # type: ignore[arg-type]
+
+
+def test_a_failed_cancellation_is_a_problem_and_so_exits_non_zero():
+    assert report(outcomes=Counter(cancelled=10)).problems() == []
+    failed = report(outcomes=Counter(cancelled=9), failures=Counter(RetriesExhausted=1))
+    assert failed.problems() == ["1 cancellation(s) failed"]
+    assert ("  RetriesExhausted", "1") in failed.rows()
+
+
+def test_unfinished_cancellations_and_nonce_rejections_are_problems():
+    late = report(outcomes=Counter(cancelled=8), unfinished=2)
+    assert late.problems() == ["2 cancellation(s) did not finish in time"]
+    rejected = report(outcomes=Counter(cancelled=10))
+    rejected.stats["nonce_rejections"] = 1
+    assert rejected.problems() == ["1 nonce(s) rejected by Kraken"]
