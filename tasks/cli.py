@@ -199,7 +199,10 @@ _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.4}
     is_flag=True,
     help="Call Kraken from this process, once per id, without Celery or retries.",
 )
-def cancel(ids: tuple[str, ...], wait: bool, timeout: float, direct: bool) -> int:
+@click.option("--queue", help="The Celery queue to send to (default: the app's default queue).")
+def cancel(
+    ids: tuple[str, ...], wait: bool, timeout: float, direct: bool, queue: str | None
+) -> int:
     """Queue the cancellation of payment requests ID... (base64 ids or UUIDs).
 
     Every id is checked before anything is queued. With --direct, a one-off from a shell,
@@ -212,9 +215,8 @@ def cancel(ids: tuple[str, ...], wait: bool, timeout: float, direct: bool) -> in
     from tasks import cancel_request
 
     _require_celery()
-    queued = [
-        (eid, cancel_request.apply_async((eid,), retry_policy=_PUBLISH_RETRY)) for eid in eids
-    ]
+    options = {"retry_policy": _PUBLISH_RETRY} | ({"queue": queue} if queue else {})
+    queued = [(eid, cancel_request.apply_async((eid,), **options)) for eid in eids]
     if not wait:
         for eid, result in queued:
             click.echo(f"{eid}  queued  task {result.id}")
@@ -230,12 +232,12 @@ def _require_celery() -> None:
 
     Celery itself would retry for many seconds and end with a long message.
     """
-    from tasks.settings import get_settings
+    from tasks import app
 
-    settings = get_settings()
-    findings = [_check_broker(settings.broker_url)]
-    if settings.result_backend.startswith(("redis://", "rediss://", "unix://")):
-        findings.append(_check_redis(settings.result_backend, "result backend"))
+    findings = [_check_broker(app.conf.broker_url)]
+    backend = str(app.conf.result_backend or "")
+    if backend.startswith(("redis://", "rediss://", "unix://")):
+        findings.append(_check_redis(backend, "result backend"))
     for finding in findings:
         if not finding.ok:
             raise CommandError(f"{finding.name}: {finding.detail}", EXIT_UNREACHABLE)
