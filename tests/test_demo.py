@@ -16,7 +16,9 @@ import pytest
 import redis
 from tasks_support import REPO, redis_db, wait_for
 
-from tasks.demo import FAULT_KINDS, Report, Tally, fault_spec
+from kraken import Credentials, KrakenError, KrakenPayClient
+from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator
+from tasks.demo import FAULT_ERRORS, FAULT_KINDS, Report, Tally, fault_spec
 
 KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
 
@@ -124,24 +126,33 @@ def test_the_demo_cancels_every_request_and_leaves_nothing_behind(redis_url):
     assert stderr == ""
 
 
-def test_retries_are_counted_by_error_class_and_match_the_results(redis_url):
+def test_retries_are_counted_by_the_error_class_the_client_saw(redis_url):
     demo = Demo("--requests", "60", "--fault-rate", "0.5", "--seed", "3", env=demo_env(redis_url))
     code, output, stderr = demo.finish()
 
     assert code == 0, output + stderr
     rows = table(output)
-    retried = int(rows["retried"].split()[0])
+    retried, calls = map(
+        int, re.fullmatch(r"(\d+) of (\d+) Kraken calls", rows["retried"]).groups()
+    )
     labels = list(rows)
-    under_retried = labels[labels.index("retried") + 1 : labels.index("failed")]
+    under_retried = labels[labels.index("retried") + 1 : labels.index("nonce rejections")]
     by_class = {label.strip(): int(rows[label]) for label in under_retried}
-    assert retried > 0
+    assert 0 < retried < calls
     assert sum(by_class.values()) == retried
-    assert set(by_class) <= {
-        "TransportError",
-        "MalformedResponse",
-        "RateLimited",
-        "ServiceUnavailable",
-    }
+    assert set(by_class) <= set(FAULT_ERRORS.values())
+
+
+@pytest.mark.parametrize(("kind", "error_class"), FAULT_ERRORS.items())
+async def test_each_fault_is_the_error_class_the_demo_counts_it_as(kind, error_class):
+    async with Simulator() as sim:
+        credentials = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
+        async with KrakenPayClient(credentials, base_url=sim.url, timeout=2) as client:
+            sim.create_requests(["AAAAAAAAAAE"])
+            sim.set_faults({kind: {"next": 1}})
+            with pytest.raises(KrakenError) as caught:
+                await client.cancel_request("AAAAAAAAAAE")
+    assert type(caught.value).__name__ == error_class
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -209,6 +220,7 @@ def test_a_failed_cancellation_is_a_problem_and_so_exits_non_zero():
     failed = report(outcomes=Counter(cancelled=9), failures=Counter(RetriesExhausted=1))
     assert failed.problems() == ["1 cancellation(s) failed"]
     assert ("  RetriesExhausted", "1") in failed.rows()
+    assert ("  (the last call of a failed task was not)", "") in failed.rows()
 
 
 def test_unfinished_cancellations_and_nonce_rejections_are_problems():
