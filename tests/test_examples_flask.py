@@ -1,0 +1,131 @@
+"""examples/flask_app: its views, against a real worker and the simulator."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from tasks_support import (
+    BROKER_DB,
+    REPO,
+    TASKS_DB,
+    Worker,
+    client_app,
+    redis_db,
+    unique,
+    wait_for,
+    worker_env,
+    workers,
+)
+
+from kraken.simulator import SimulatorThread
+from tasks import app, cancel_request
+
+EXAMPLE = REPO / "examples" / "flask_app" / "app.py"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("flask_shop_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+shop = load_example()
+
+
+@pytest.fixture(scope="module")
+def kraken(redis_url: str, tmp_path_factory) -> Iterator[SimulatorThread]:
+    """The simulator, and a worker that takes this process's tasks (its default queue)."""
+    broker = redis_db(redis_url, BROKER_DB)
+    queue = unique("q-flask")
+    with SimulatorThread() as sim:
+        env = worker_env(
+            sim_url=sim.url, redis_url=redis_db(redis_url, TASKS_DB), broker_url=broker
+        )
+        node = Worker(env, queue, tmp_path_factory.mktemp("flask"), pool="threads")
+        conf = {"broker_url": broker, "result_backend": broker, "task_default_queue": queue}
+        with workers(node), client_app(app, **conf) as configured:
+            node.wait_ready(configured)
+            yield sim
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    return str(tmp_path / "shop.sqlite3")
+
+
+@pytest.fixture
+def client(kraken: SimulatorThread, database: str):
+    """Flask's test client for a shop whose payment requests live in the simulator."""
+    flask_app = shop.create_app(database, create_request=lambda eid: kraken.create_requests([eid]))
+    return flask_app.test_client()
+
+
+def committed_status(database: str, order_id: int) -> str:
+    """The order's status as another connection sees it: what has been committed."""
+    with sqlite3.connect(database) as other:
+        return other.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
+
+
+def test_a_new_order_has_a_pending_payment_request(client, kraken):
+    response = client.post("/orders")
+    assert response.status_code == 201
+    order = response.get_json()
+    assert order["status"] == "pending"
+    assert kraken.request(order["payment_external_id"])["state"] == "pending"
+
+
+def test_cancelling_an_order_cancels_its_payment_request(client, kraken, database):
+    order = client.post("/orders").get_json()
+    eid = order["payment_external_id"]
+
+    response = client.post(f"/orders/{order['id']}/cancel")
+
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "cancelled"
+    assert committed_status(database, order["id"]) == "cancelled"
+    wait_for(lambda: kraken.request(eid)["state"] == "cancelled", 30, "the request cancelled")
+    assert kraken.request(eid)["cancel_calls"] == 1
+
+
+def test_the_task_is_queued_only_after_the_commit(client, database, monkeypatch):
+    order = client.post("/orders").get_json()
+    seen_at_delay = []
+    monkeypatch.setattr(
+        cancel_request,
+        "delay",
+        lambda eid: seen_at_delay.append(committed_status(database, order["id"])),
+    )
+
+    client.post(f"/orders/{order['id']}/cancel")
+
+    assert seen_at_delay == ["cancelled"]
+
+
+def test_a_change_that_is_rolled_back_queues_nothing(client, database, monkeypatch):
+    order = client.post("/orders").get_json()
+    with sqlite3.connect(database) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON orders BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+    queued = []
+    monkeypatch.setattr(cancel_request, "delay", queued.append)
+
+    response = client.post(f"/orders/{order['id']}/cancel")
+
+    assert response.status_code == 500
+    assert queued == []
+    assert committed_status(database, order["id"]) == "pending"
+
+
+def test_an_unknown_order_is_404_and_queues_nothing(client, monkeypatch):
+    queued = []
+    monkeypatch.setattr(cancel_request, "delay", queued.append)
+    assert client.post("/orders/999/cancel").status_code == 404
+    assert queued == []
