@@ -1,0 +1,1 @@
+"""An example Django shop whose orders are paid through Kraken Pay."""

@@ -1,0 +1,50 @@
+"""Creating an order and cancelling it; Kraken Pay's side happens after the commit.
+
+``transaction.on_commit`` queues ``cancel_request`` only once the order's change is
+committed: a rolled-back change never cancels a payment, and the worker, which may start at
+once, never reads the order before the change is visible.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.utils.module_loading import import_string
+from django.views.decorators.http import require_POST
+
+from kraken import normalize_external_id
+from shop.models import Order
+from tasks import cancel_request
+
+
+def create_payment_request(external_id: str) -> None:
+    """Where your code asks Kraken Pay for the payment request (``Pay/request/create``)."""
+
+
+def _json(order: Order, status: int = 200) -> JsonResponse:
+    data = {"id": order.pk, "payment_external_id": order.payment_external_id}
+    return JsonResponse(data | {"status": order.status}, status=status)
+
+
+@require_POST
+def create_order(request: HttpRequest) -> JsonResponse:
+    eid = normalize_external_id(uuid.uuid4())
+    import_string(settings.SHOP_CREATE_PAYMENT_REQUEST)(eid)
+    with transaction.atomic():
+        order = Order.objects.create(payment_external_id=eid)
+    return _json(order, status=201)
+
+
+@require_POST
+def cancel_order(request: HttpRequest, order_id: int) -> JsonResponse:
+    with transaction.atomic():
+        order = get_object_or_404(Order.objects.select_for_update(), pk=order_id)
+        order.status = "cancelled"
+        order.save(update_fields=["status"])
+        eid = order.payment_external_id
+        transaction.on_commit(lambda: cancel_request.delay(eid))
+    return _json(order)

@@ -1,0 +1,163 @@
+"""examples/django_app: its views, against a real worker and the simulator."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+
+import pytest
+from tasks_support import (
+    BROKER_DB,
+    REPO,
+    TASKS_DB,
+    Worker,
+    client_app,
+    redis_db,
+    unique,
+    wait_for,
+    worker_env,
+    workers,
+)
+
+from kraken.simulator import SimulatorThread
+from tasks import app, cancel_request
+
+EXAMPLE = REPO / "examples" / "django_app"
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory) -> Iterator[str]:
+    """Django set up with the example's settings, on a migrated sqlite file of its own."""
+    path = str(tmp_path_factory.mktemp("django") / "shop.sqlite3")
+    sys.path.insert(0, str(EXAMPLE))
+    saved = {name: os.environ.get(name) for name in ("DJANGO_SETTINGS_MODULE", "SHOP_DATABASE")}
+    os.environ.update(DJANGO_SETTINGS_MODULE="shop.settings", SHOP_DATABASE=path)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    yield path
+    sys.path.remove(str(EXAMPLE))
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def kraken(redis_url: str, tmp_path_factory) -> Iterator[SimulatorThread]:
+    """The simulator, and a worker that takes this process's tasks (its default queue)."""
+    broker = redis_db(redis_url, BROKER_DB)
+    queue = unique("q-django")
+    with SimulatorThread() as sim:
+        tasks_db = redis_db(redis_url, TASKS_DB)
+        env = worker_env(sim_url=sim.url, redis_url=tasks_db, broker_url=broker)
+        env.pop("DJANGO_SETTINGS_MODULE", None)  # the worker is no part of the Django site
+        node = Worker(env, queue, tmp_path_factory.mktemp("django-worker"), pool="threads")
+        conf = {"broker_url": broker, "result_backend": broker, "task_default_queue": queue}
+        with workers(node), client_app(app, **conf) as configured:
+            node.wait_ready(configured)
+            yield sim
+
+
+@pytest.fixture
+def client(database, kraken, settings_override):
+    from django.test import Client
+
+    settings_override(SHOP_CREATE_PAYMENT_REQUEST=f"{__name__}.create_in_simulator")
+    create_in_simulator.sim = kraken
+    return Client()
+
+
+def create_in_simulator(external_id: str) -> None:
+    """The payment request, created where the worker will cancel it: the simulator."""
+    create_in_simulator.sim.create_requests([external_id])
+
+
+@pytest.fixture
+def settings_override():
+    from django.test import override_settings
+
+    overrides = []
+
+    def override(**values):
+        overrides.append(override_settings(**values))
+        overrides[-1].enable()
+
+    yield override
+    for item in reversed(overrides):
+        item.disable()
+
+
+def committed_status(database: str, order_id: int) -> str:
+    """The order's status as another connection sees it: what has been committed."""
+    with sqlite3.connect(database) as other:
+        row = other.execute("SELECT status FROM shop_order WHERE id = ?", (order_id,)).fetchone()
+        return row[0]
+
+
+def test_a_new_order_has_a_pending_payment_request(client, kraken):
+    response = client.post("/orders")
+    assert response.status_code == 201
+    order = response.json()
+    assert order["status"] == "pending"
+    assert kraken.request(order["payment_external_id"])["state"] == "pending"
+
+
+def test_cancelling_an_order_cancels_its_payment_request(client, kraken, database):
+    order = client.post("/orders").json()
+    eid = order["payment_external_id"]
+
+    response = client.post(f"/orders/{order['id']}/cancel")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert committed_status(database, order["id"]) == "cancelled"
+    wait_for(lambda: kraken.request(eid)["state"] == "cancelled", 30, "the request cancelled")
+    assert kraken.request(eid)["cancel_calls"] == 1
+
+
+def test_the_task_is_queued_on_commit(client, database, monkeypatch):
+    order = client.post("/orders").json()
+    seen_at_delay = []
+    monkeypatch.setattr(
+        cancel_request,
+        "delay",
+        lambda eid: seen_at_delay.append(committed_status(database, order["id"])),
+    )
+
+    client.post(f"/orders/{order['id']}/cancel")
+
+    assert seen_at_delay == ["cancelled"]
+
+
+def test_a_change_that_is_rolled_back_queues_nothing(client, database, monkeypatch):
+    from shop.models import Order
+
+    order = client.post("/orders").json()
+    queued = []
+    monkeypatch.setattr(cancel_request, "delay", queued.append)
+    save = Order.save
+
+    def save_then_fail(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise RuntimeError("the transaction fails after the save")
+
+    monkeypatch.setattr(Order, "save", save_then_fail)
+
+    with pytest.raises(RuntimeError):
+        client.post(f"/orders/{order['id']}/cancel")
+
+    assert queued == []
+    assert committed_status(database, order["id"]) == "pending"
+
+
+def test_an_unknown_order_is_404_and_queues_nothing(client, monkeypatch):
+    queued = []
+    monkeypatch.setattr(cancel_request, "delay", queued.append)
+    assert client.post("/orders/999999/cancel").status_code == 404
+    assert queued == []
