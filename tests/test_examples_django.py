@@ -65,32 +65,12 @@ def kraken(redis_url: str, tmp_path_factory) -> Iterator[SimulatorThread]:
 
 
 @pytest.fixture
-def client(database, kraken, settings_override):
+def client(database, kraken, monkeypatch):
+    """Django's test client for the shop as shipped, creating its requests in the simulator."""
     from django.test import Client
 
-    settings_override(SHOP_CREATE_PAYMENT_REQUEST=f"{__name__}.create_in_simulator")
-    create_in_simulator.sim = kraken
+    monkeypatch.setenv("SHOP_SIMULATOR_URL", kraken.url)
     return Client()
-
-
-def create_in_simulator(external_id: str) -> None:
-    """The payment request, created where the worker will cancel it: the simulator."""
-    create_in_simulator.sim.create_requests([external_id])
-
-
-@pytest.fixture
-def settings_override():
-    from django.test import override_settings
-
-    overrides = []
-
-    def override(**values):
-        overrides.append(override_settings(**values))
-        overrides[-1].enable()
-
-    yield override
-    for item in reversed(overrides):
-        item.disable()
 
 
 def committed_status(database: str, order_id: int) -> str:

@@ -61,10 +61,10 @@ def database(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def client(kraken: SimulatorThread, database: str):
-    """Flask's test client for a shop whose payment requests live in the simulator."""
-    flask_app = shop.create_app(database, create_request=lambda eid: kraken.create_requests([eid]))
-    return flask_app.test_client()
+def client(kraken: SimulatorThread, database: str, monkeypatch):
+    """Flask's test client for the shop as shipped, creating its requests in the simulator."""
+    monkeypatch.setenv("SHOP_SIMULATOR_URL", kraken.url)
+    return shop.create_app(database).test_client()
 
 
 def committed_status(database: str, order_id: int) -> str:

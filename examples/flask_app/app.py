@@ -10,8 +10,10 @@ Run it with ``flask run`` in this directory (see README.md); tests call ``create
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import urllib.request
 import uuid
 from collections.abc import Callable
 
@@ -30,7 +32,16 @@ CREATE TABLE IF NOT EXISTS orders (
 
 
 def create_payment_request(external_id: str) -> None:
-    """Where your code asks Kraken Pay for the payment request (``Pay/request/create``)."""
+    """Where your code asks Kraken Pay for the payment request (``Pay/request/create``).
+
+    Run against the simulator (``SHOP_SIMULATOR_URL`` set, as in README.md), it creates the
+    request there instead, so that its cancellation has something to cancel.
+    """
+    simulator = os.environ.get("SHOP_SIMULATOR_URL")
+    if simulator:
+        body = json.dumps({"external_id": external_id}).encode()
+        request = urllib.request.Request(f"{simulator}/_sim/requests", data=body)
+        urllib.request.urlopen(request, timeout=5).close()
 
 
 def create_app(

@@ -7,6 +7,9 @@ once, never reads the order before the change is visible.
 
 from __future__ import annotations
 
+import json
+import os
+import urllib.request
 import uuid
 
 from django.conf import settings
@@ -22,7 +25,16 @@ from tasks import cancel_request
 
 
 def create_payment_request(external_id: str) -> None:
-    """Where your code asks Kraken Pay for the payment request (``Pay/request/create``)."""
+    """Where your code asks Kraken Pay for the payment request (``Pay/request/create``).
+
+    Run against the simulator (``SHOP_SIMULATOR_URL`` set, as in README.md), it creates the
+    request there instead, so that its cancellation has something to cancel.
+    """
+    simulator = os.environ.get("SHOP_SIMULATOR_URL")
+    if simulator:
+        body = json.dumps({"external_id": external_id}).encode()
+        request = urllib.request.Request(f"{simulator}/_sim/requests", data=body)
+        urllib.request.urlopen(request, timeout=5).close()
 
 
 def _json(order: Order, status: int = 200) -> JsonResponse:
