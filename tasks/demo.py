@@ -222,7 +222,9 @@ def worker_env(sim_url: str, redis_url: str) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("KRAKEN_", "CELERY_")) and name != "REDIS_URL"
+        # A user's DJANGO_SETTINGS_MODULE would make Celery load that Django site too.
+        if not name.startswith(("KRAKEN_", "CELERY_"))
+        and name not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")
     }
     env.update(_WORKER_SETTINGS)
     env.update(

@@ -18,7 +18,7 @@ from tasks_support import REPO, redis_db, wait_for
 
 from kraken import Credentials, KrakenError, KrakenPayClient
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator
-from tasks.demo import FAULT_ERRORS, FAULT_KINDS, Report, Tally, fault_spec
+from tasks.demo import FAULT_ERRORS, FAULT_KINDS, Report, Tally, fault_spec, worker_env
 
 KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
 
@@ -229,3 +229,15 @@ def test_unfinished_cancellations_and_nonce_rejections_are_problems():
     rejected = report(outcomes=Counter(cancelled=10))
     rejected.stats["nonce_rejections"] = 1
     assert rejected.problems() == ["1 nonce(s) rejected by Kraken"]
+
+
+def test_the_workers_get_the_demo_settings_and_none_of_the_users(monkeypatch):
+    monkeypatch.setenv("KRAKEN_API_KEY", "the user's own key")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://users-broker/0")
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "their_site.settings")
+    env = worker_env("http://127.0.0.1:9999", "redis://127.0.0.1:6379/9")
+    assert env["KRAKEN_API_KEY"] == DEMO_API_KEY
+    assert env["KRAKEN_API_URL"] == "http://127.0.0.1:9999"
+    assert env["REDIS_URL"] == "redis://127.0.0.1:6379/9"
+    assert "CELERY_BROKER_URL" not in env
+    assert "DJANGO_SETTINGS_MODULE" not in env
