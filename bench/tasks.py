@@ -148,6 +148,7 @@ def main() -> None:
             CELERY_BROKER_URL=broker,
             CELERY_RESULT_BACKEND=broker,
             KRAKEN_ORDERING=args.ordering,
+            KRAKEN_RATE_PER_SECOND="off",  # measure the path, not Kraken's Starter-tier budget
         )
         with _workers(env, queue, args.nodes, args.concurrency):
             _wait_ready(args.nodes)

@@ -84,6 +84,9 @@ def worker_env(
             "KRAKEN_RETRY_MAX_DELAY": "0.5",
             "KRAKEN_RETRY_MAX_ATTEMPTS": "20",
             "CELERY_VISIBILITY_TIMEOUT": "60",
+            # No shared rate budget: these tests send far more than Kraken's Starter tier
+            # allows, to a simulator that has no rate limit unless a test injects one.
+            "KRAKEN_RATE_PER_SECOND": "off",
             "PYTHONUNBUFFERED": "1",
         }
     )
