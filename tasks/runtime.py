@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 
-from kraken import KrakenPayClient, RedisNonce
+from kraken import KrakenPayClient, RateBudget, RedisNonce
 from tasks.settings import Settings, get_settings
 
 __all__ = ["Runtime", "client", "current", "run", "set_client_factory", "shutdown", "start"]
@@ -35,16 +35,28 @@ _CLOSE_TIMEOUT = 5.0
 
 
 async def build_client(settings: Settings | None = None) -> KrakenPayClient:
-    """The production client: Redis nonces shared by every worker, settings from the env."""
+    """The production client: Redis nonces and a rate budget shared by every worker of the
+    key, settings from the env."""
     settings = settings or get_settings()
     credentials = settings.credentials()
-    nonce = RedisNonce(redis.asyncio.Redis.from_url(settings.redis_url), credentials.key_id)
+    shared = redis.asyncio.Redis.from_url(settings.redis_url)
+    nonce = RedisNonce(shared, credentials.key_id)
+    budget = None
+    if settings.rate_per_second:
+        budget = RateBudget(
+            shared,
+            credentials.key_id,
+            capacity=settings.rate_capacity,
+            per_second=settings.rate_per_second,
+            max_wait=settings.rate_max_wait,
+        )
     return KrakenPayClient(
         credentials,
         base_url=settings.api_url,
         nonce=nonce,
         ordering=settings.ordering,
         timeout=settings.timeout,
+        rate_budget=budget,
     )
 
 

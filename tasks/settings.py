@@ -16,10 +16,12 @@ from typing import Literal
 
 from kraken import DEFAULT_BASE_URL, Credentials
 from kraken.errors import ConfigurationError
+from kraken.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND
 
-__all__ = ["DEFAULT_REDIS_URL", "Settings", "get_settings"]
+__all__ = ["DEFAULT_REDIS_URL", "MAX_BULK_CHUNK", "Settings", "get_settings"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MAX_BULK_CHUNK = 5000  # ids in one broker message, whatever KRAKEN_BULK_CHUNK says
 
 # How much longer than the client's own worst case one attempt may take before `run()` gives
 # up on it, and how far the task time limits sit above that.
@@ -59,6 +61,41 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _rate(env: Mapping[str, str]) -> float | None:
+    """KRAKEN_RATE_PER_SECOND: calls per second, or ``None`` for "off" (or 0)."""
+    raw = env.get("KRAKEN_RATE_PER_SECOND", "").strip().lower()
+    if raw in ("off", "0", "0.0"):
+        return None
+    return _number(env, "KRAKEN_RATE_PER_SECOND", STARTER_PER_SECOND)
+
+
+def _capacity(env: Mapping[str, str]) -> float:
+    capacity = _number(env, "KRAKEN_RATE_CAPACITY", float(STARTER_CAPACITY))
+    if capacity < 1:
+        raise ConfigurationError(f"KRAKEN_RATE_CAPACITY: must be at least 1 call, not {capacity:g}")
+    return capacity
+
+
+def _chunk(env: Mapping[str, str]) -> int:
+    chunk = _integer(env, "KRAKEN_BULK_CHUNK", 1000)
+    if chunk > MAX_BULK_CHUNK:
+        raise ConfigurationError(
+            f"KRAKEN_BULK_CHUNK: must be at most {MAX_BULK_CHUNK} ids per message, not {chunk}"
+        )
+    return chunk
+
+
+def _sweep(env: Mapping[str, str]) -> str:
+    target = env.get("KRAKEN_PAY_SWEEP", "").strip()
+    module, sep, function = target.partition(":")
+    if target and not (module and sep and function):
+        raise ConfigurationError(
+            f"KRAKEN_PAY_SWEEP: must be 'module:function', such as 'shop.sweeps:abandoned', "
+            f"not {target!r}"
+        )
+    return target
+
+
 @dataclass(frozen=True)
 class Settings:
     """The worker's configuration; each field names its environment variable and default."""
@@ -91,6 +128,24 @@ class Settings:
     time_limit: float | None = None
     # CELERY_RESULT_EXPIRES: seconds a task result is kept in the result backend.
     result_expires: float = 86400.0
+    # KRAKEN_RATE_CAPACITY / KRAKEN_RATE_PER_SECOND: the rate budget every worker of a key
+    # shares (kraken/ratelimit.py); Kraken's Starter tier by default. KRAKEN_RATE_PER_SECOND
+    # "off" or 0 turns it off (then rate_per_second is None).
+    rate_capacity: float = float(STARTER_CAPACITY)
+    rate_per_second: float | None = STARTER_PER_SECOND
+    # KRAKEN_RATE_MAX_WAIT: seconds a call may wait for the budget; longer raises RateLimited,
+    # which the task retries later instead of holding the worker.
+    rate_max_wait: float = 10.0
+    # KRAKEN_BULK_CHUNK: ids per bulk_cancel chunk message (at most MAX_BULK_CHUNK).
+    bulk_chunk: int = 1000
+    # KRAKEN_BULK_CONCURRENCY: cancels in flight per chunk, on the worker's event loop.
+    bulk_concurrency: int = 8
+    # KRAKEN_SCHEDULE_INTERVAL: seconds between two beat dispatches of due cancellations.
+    schedule_interval: float = 1.0
+    # KRAKEN_PAY_SWEEP: "module:function" of yours returning ids to cancel; beat calls it
+    # every KRAKEN_PAY_SWEEP_INTERVAL seconds and bulk-cancels what it returns.
+    sweep: str = ""
+    sweep_interval: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -119,6 +174,14 @@ class Settings:
             soft_time_limit=_number(env, "CELERY_TASK_SOFT_TIME_LIMIT", 0.0) or None,
             time_limit=_number(env, "CELERY_TASK_TIME_LIMIT", 0.0) or None,
             result_expires=_number(env, "CELERY_RESULT_EXPIRES", 86400.0),
+            rate_capacity=_capacity(env),
+            rate_per_second=_rate(env),
+            rate_max_wait=_number(env, "KRAKEN_RATE_MAX_WAIT", 10.0),
+            bulk_chunk=_chunk(env),
+            bulk_concurrency=_integer(env, "KRAKEN_BULK_CONCURRENCY", 8),
+            schedule_interval=_number(env, "KRAKEN_SCHEDULE_INTERVAL", 1.0),
+            sweep=_sweep(env),
+            sweep_interval=_number(env, "KRAKEN_PAY_SWEEP_INTERVAL", 300.0),
         )
         settings.task_time_limits()  # refuse inconsistent limits now, not in the worker
         return settings
@@ -140,12 +203,14 @@ class Settings:
 
     @property
     def attempt_timeout(self) -> float:
-        """The longest one call may take: the ordering lock's wait, the request, one re-sign.
+        """The longest one call may take: the rate budget's wait, the ordering lock's wait,
+        the request, one re-sign.
 
         The client waits for the per-key lock up to four times its lifetime (timeout + 2 s)
         and may send twice in window mode; ``run()`` waits a little longer than all of that.
         """
-        return 4 * (self.timeout + 2.0) + 2 * self.timeout + _ATTEMPT_SLACK
+        budget_wait = self.rate_max_wait if self.rate_per_second else 0.0
+        return budget_wait + 4 * (self.timeout + 2.0) + 2 * self.timeout + _ATTEMPT_SLACK
 
     def task_time_limits(self) -> tuple[float, float]:
         """(soft, hard) task time limits in seconds: above the client's timeouts by default."""
