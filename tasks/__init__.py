@@ -1,8 +1,17 @@
 """Celery tasks for Kraken Pay; knows nothing of HTTP. ``celery -A tasks worker`` uses ``app``."""
 
 from tasks.app import app
+from tasks.bulk import bulk_cancel
 from tasks.cancel import OUTCOMES, cancel_request
 from tasks.retry import RetriesExhausted, RetryPolicy
 from tasks.settings import Settings
 
-__all__ = ["OUTCOMES", "RetriesExhausted", "RetryPolicy", "Settings", "app", "cancel_request"]
+__all__ = [
+    "OUTCOMES",
+    "RetriesExhausted",
+    "RetryPolicy",
+    "Settings",
+    "app",
+    "bulk_cancel",
+    "cancel_request",
+]

@@ -25,21 +25,13 @@ from kraken import InvalidExternalId, KrakenError, normalize_external_id
 from kraken.errors import PayRequestError, TransportError
 from tasks import runtime
 from tasks.app import app
+from tasks.outcomes import OUTCOMES, pay_outcome
 from tasks.retry import RetriesExhausted, RetryPolicy, is_transient
 from tasks.settings import get_settings
 
 __all__ = ["OUTCOMES", "CancelRequestTask", "cancel_request"]
 
 log = logging.getLogger("tasks.cancel")
-
-OUTCOMES = ("cancelled", "already_cancelled", "not_cancellable", "not_found")
-
-# PayRequestError.reason -> outcome. A Pay error of another kind is a failure.
-_OUTCOME_BY_REASON = {
-    "already_cancelled": "already_cancelled",
-    "not_cancellable": "not_cancellable",
-    "not_found": "not_found",
-}
 
 
 def _canonical_arguments(
@@ -182,19 +174,18 @@ def cancel_request(self: Task, external_id: Any, _retry: dict[str, Any] | None =
         settings = get_settings()
         result = runtime.run(runtime.client().cancel_request(eid), settings.attempt_timeout)
     except PayRequestError as exc:
-        outcome = _OUTCOME_BY_REASON.get(exc.reason or "")
+        outcome = pay_outcome(exc, ambiguous_before)
         if outcome is None:
             _log_attempt(eid, attempt, exc, None)
             _fail(eid, attempt, exc, "terminal")
             raise
         _log_attempt(eid, attempt, None, None)
-        confirmed = outcome == "already_cancelled" and ambiguous_before
         return _result(
             eid,
-            "cancelled" if confirmed else outcome,
+            outcome.outcome,
             attempt,
             error=exc.to_dict(),
-            confirmed_on_retry=confirmed,
+            confirmed_on_retry=outcome.confirmed_on_retry,
         )
     except (KrakenError, TimeoutError, SoftTimeLimitExceeded) as caught:
         exc: BaseException = caught

@@ -7,6 +7,8 @@ import pytest
 from kraken import RateBudget
 from kraken.errors import ConfigurationError
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from tasks.bulk import MAX_WINDOW, chunk_window
+from tasks.retry import VISIBILITY_MARGIN
 from tasks.runtime import build_client
 from tasks.settings import Settings
 
@@ -71,3 +73,17 @@ async def test_with_the_budget_off_the_client_has_none(redis_url):
     assert client.rate_budget is None
     await client.close()
     await client.nonce.redis.aclose()
+
+
+def test_a_chunk_works_for_a_minute_at_most():
+    assert chunk_window(Settings.from_env({})) == MAX_WINDOW == 60
+
+
+def test_a_chunk_with_its_time_limits_and_a_retry_fits_in_a_short_visibility_timeout():
+    settings = Settings.from_env(
+        {"CELERY_VISIBILITY_TIMEOUT": "60", "KRAKEN_TIMEOUT": "1", "KRAKEN_RETRY_MAX_DELAY": "0.5"}
+    )
+    window = chunk_window(settings)
+    _, hard = settings.task_time_limits()
+    assert 1 <= window < MAX_WINDOW
+    assert hard + window + settings.retry_max_delay + VISIBILITY_MARGIN <= 60
