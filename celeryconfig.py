@@ -68,3 +68,22 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 # A unified time zone for countdowns between hosts.
 enable_utc = True
 timezone = "UTC"
+
+# `celery -A tasks beat` sends these. KRAKEN_SCHEDULE_INTERVAL (default 1 s): how often due
+# scheduled cancellations (tasks/schedule.py) are dispatched; a cancellation happens at most
+# about this long after its due time, never before. KRAKEN_PAY_SWEEP (off by default) and
+# KRAKEN_PAY_SWEEP_INTERVAL (default 300 s): your function that returns ids to cancel.
+# A tick that waited a minute in the queue is dropped: a later one does its work.
+beat_schedule = {
+    "kraken-dispatch-scheduled": {
+        "task": "tasks.dispatch_due",
+        "schedule": _settings.schedule_interval,
+        "options": {"expires": 60.0},
+    },
+}
+if _settings.sweep:
+    beat_schedule["kraken-sweep"] = {
+        "task": "tasks.sweep",
+        "schedule": _settings.sweep_interval,
+        "options": {"expires": max(60.0, _settings.sweep_interval)},
+    }

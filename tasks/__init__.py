@@ -4,6 +4,7 @@ from tasks.app import app
 from tasks.bulk import bulk_cancel
 from tasks.cancel import OUTCOMES, cancel_request
 from tasks.retry import RetriesExhausted, RetryPolicy
+from tasks.schedule import schedule_cancel, scheduled, unschedule_cancel
 from tasks.settings import Settings
 
 __all__ = [
@@ -14,4 +15,7 @@ __all__ = [
     "app",
     "bulk_cancel",
     "cancel_request",
+    "schedule_cancel",
+    "scheduled",
+    "unschedule_cancel",
 ]

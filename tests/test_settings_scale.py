@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from kraken import RateBudget
@@ -10,7 +12,7 @@ from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks.bulk import MAX_WINDOW, chunk_window
 from tasks.retry import VISIBILITY_MARGIN
 from tasks.runtime import build_client
-from tasks.settings import Settings
+from tasks.settings import Settings, get_settings
 
 KEYS = {"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": DEMO_API_SECRET}
 
@@ -87,3 +89,36 @@ def test_a_chunk_with_its_time_limits_and_a_retry_fits_in_a_short_visibility_tim
     _, hard = settings.task_time_limits()
     assert 1 <= window < MAX_WINDOW
     assert hard + window + settings.retry_max_delay + VISIBILITY_MARGIN <= 60
+
+
+@pytest.fixture
+def beat_config(monkeypatch):
+    """``beat_config(**env)``: celeryconfig as a process with that environment reads it."""
+    import celeryconfig
+
+    def load(**env: str):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        return importlib.reload(celeryconfig).beat_schedule
+
+    yield load
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    importlib.reload(celeryconfig)
+
+
+def test_beat_dispatches_due_cancellations_every_schedule_interval(beat_config, monkeypatch):
+    monkeypatch.delenv("KRAKEN_PAY_SWEEP", raising=False)
+    schedule = beat_config(KRAKEN_SCHEDULE_INTERVAL="3")
+    assert list(schedule) == ["kraken-dispatch-scheduled"]
+    entry = schedule["kraken-dispatch-scheduled"]
+    assert (entry["task"], entry["schedule"]) == ("tasks.dispatch_due", 3.0)
+
+
+def test_beat_calls_the_sweep_only_when_one_is_named(beat_config):
+    schedule = beat_config(
+        KRAKEN_PAY_SWEEP="shop.sweeps:abandoned", KRAKEN_PAY_SWEEP_INTERVAL="600"
+    )
+    entry = schedule["kraken-sweep"]
+    assert (entry["task"], entry["schedule"]) == ("tasks.sweep", 600.0)

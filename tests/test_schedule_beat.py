@@ -1,0 +1,222 @@
+"""Scheduled cancellations through a real ``celery beat``, a real worker, Redis and the simulator.
+
+Beat sends ``dispatch_due`` to its default queue, ``celery``; so that no other test's worker
+takes those messages, this module's broker is a database of its own, emptied first. The
+schedule itself lives in the workers' REDIS_URL database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import redis
+from tasks_support import (
+    CELERY,
+    REPO,
+    TASKS_DB,
+    Worker,
+    client_app,
+    redis_db,
+    wait_for,
+    worker_env,
+    workers,
+)
+
+from kraken import normalize_external_id
+from kraken.simulator import SimulatorThread
+from tasks import app
+from tasks.schedule import DISPATCHING_KEY, SCHEDULE_KEY, schedule_cancel
+
+BEAT_BROKER_DB = 11  # beat publishes to the queue "celery": a broker of this module alone
+QUEUE = "celery"
+LATE_AT_MOST = 2.0  # seconds after its due time that a scheduled cancellation may happen
+
+
+class Beat:
+    """``celery -A tasks beat`` in its own process group, with its own schedule file."""
+
+    def __init__(self, env: dict[str, str], schedule_file: Path, log_path: Path) -> None:
+        self.env = env
+        self.schedule_file = schedule_file
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Beat:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [CELERY, "-A", "tasks", "beat", "-s", str(self.schedule_file), "-l", "INFO"],
+                env=self.env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ticking(self, timeout: float = 30.0) -> Beat:
+        """Return once beat has sent its first ``dispatch_due``."""
+        wait_for(lambda: "Sending due task" in self.log(), timeout, "beat's first tick")
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, as when a host dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextlib.contextmanager
+def beats(*nodes: Beat) -> Iterator[tuple[Beat, ...]]:
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_ticking()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorThread]:
+    with SimulatorThread() as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def broker_url(redis_url: str) -> str:
+    url = redis_db(redis_url, BEAT_BROKER_DB)
+    with contextlib.closing(redis.Redis.from_url(url)) as broker:
+        broker.flushdb()  # nothing left by an earlier run for beat's queue
+    return url
+
+
+@pytest.fixture(scope="module")
+def store(redis_url: str) -> Iterator[redis.Redis]:
+    """The Redis that holds the schedule, as the workers see it."""
+    client = redis.Redis.from_url(redis_db(redis_url, TASKS_DB))
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _empty_schedule(store):
+    store.delete(SCHEDULE_KEY, DISPATCHING_KEY)
+
+
+@pytest.fixture(scope="module")
+def env(sim, redis_url, broker_url) -> dict[str, str]:
+    return worker_env(
+        sim_url=sim.url,
+        redis_url=redis_db(redis_url, TASKS_DB),
+        broker_url=broker_url,
+        KRAKEN_RATE_PER_SECOND="off",
+    )
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("beat-logs")
+
+
+@pytest.fixture(scope="module")
+def worker(env, broker_url, log_dir) -> Iterator[Worker]:
+    with (
+        client_app(app, broker_url=broker_url, result_backend=broker_url) as client,
+        workers(Worker(env, QUEUE, log_dir, concurrency=2)) as (node,),
+    ):
+        node.wait_ready(client)
+        yield node
+
+
+def beat(env: dict[str, str], log_dir: Path, schedule_file: Path | None = None) -> Beat:
+    name = uuid.uuid4().hex[:8]
+    return Beat(env, schedule_file or log_dir / f"beat-{name}", log_dir / f"beat-{name}.log")
+
+
+def schedule_spread(store, sim, count: int, start_in: float, over: float) -> dict[str, float]:
+    """Create ``count`` requests and schedule them from ``start_in`` s on, over ``over`` s."""
+    ids = [normalize_external_id(uuid.uuid4()) for _ in range(count)]
+    sim.create_requests(ids)
+    first = time.time() + start_in
+    due = {eid: first + over * i / count for i, eid in enumerate(ids)}
+    for eid, at in due.items():
+        schedule_cancel(eid, at=datetime.fromtimestamp(at, timezone.utc), redis=store)
+    return due
+
+
+def cancelled(sim, due: dict[str, float]) -> dict[str, float]:
+    return {eid: at for eid, at in sim.cancelled_at().items() if eid in due}
+
+
+def assert_on_time(sim, due: dict[str, float]) -> None:
+    moments = cancelled(sim, due)
+    assert sorted(moments) == sorted(due)
+    early = [eid for eid in due if moments[eid] < due[eid]]
+    late = max(moments[eid] - due[eid] for eid in due)
+    assert early == []
+    assert late <= LATE_AT_MOST
+    calls = [sim.request(eid)["cancel_calls"] for eid in due]
+    assert calls == [1] * len(due)
+
+
+def test_1000_scheduled_ids_are_cancelled_within_2s_of_their_due_time_none_early(
+    sim, store, env, log_dir, worker
+):
+    with beats(beat(env, log_dir)):
+        due = schedule_spread(store, sim, 1000, start_in=2.0, over=5.0)
+        wait_for(lambda: len(cancelled(sim, due)) == 1000, 30, "1000 cancellations")
+    assert_on_time(sim, due)
+    assert store.zcard(SCHEDULE_KEY) == store.zcard(DISPATCHING_KEY) == 0
+
+
+def test_killing_beat_mid_run_and_starting_it_again_loses_no_id(sim, store, env, log_dir, worker):
+    schedule_file = log_dir / "beat-restarted"
+    due = schedule_spread(store, sim, 600, start_in=1.0, over=6.0)
+    with beats(beat(env, log_dir, schedule_file)) as (first,):
+        wait_for(lambda: len(cancelled(sim, due)) >= 100, 30, "the first cancellations")
+        first.kill()
+    dead_at = time.time()
+    # Beat stays dead for a while on purpose, so that ids fall due with no one to send them.
+    wait_for(lambda: time.time() > dead_at + 1.5, 5, "ids falling due while beat is dead")
+    missed = [eid for eid, at in due.items() if at < time.time() and eid not in cancelled(sim, due)]
+    with beats(beat(env, log_dir, schedule_file)):
+        wait_for(lambda: len(cancelled(sim, due)) == 600, 30, "600 cancellations")
+    assert missed  # some ids fell due while beat was dead, and were not lost
+    moments = cancelled(sim, due)
+    assert all(moments[eid] >= due[eid] for eid in due)
+    assert [sim.request(eid)["cancel_calls"] for eid in due] == [1] * 600
+
+
+def test_two_beats_by_mistake_cancel_each_id_once(sim, store, env, log_dir, worker):
+    with beats(beat(env, log_dir), beat(env, log_dir)):
+        due = schedule_spread(store, sim, 300, start_in=1.0, over=3.0)
+        wait_for(lambda: len(cancelled(sim, due)) == 300, 30, "300 cancellations")
+    moments = cancelled(sim, due)
+    assert all(moments[eid] >= due[eid] for eid in due)
+    assert [sim.request(eid)["cancel_calls"] for eid in due] == [1] * 300
