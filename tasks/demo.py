@@ -2,8 +2,9 @@
 
 What runs: the Kraken Pay simulator (in this process, failing about one Kraken call in ten
 in six ways), a Redis, and two ``celery -A tasks worker`` processes with the simulator's
-demo key. The demo creates payment requests in the simulator, cancels them through
-``cancel_request.delay()``, and prints what happened.
+demo key. The demo creates payment requests in the simulator, cancels two thirds of them
+through ``cancel_request.delay()`` and the rest through one ``bulk_cancel``, and prints what
+happened: outcomes, failures, retries by error class, nonce rejections, throughput.
 
 The Redis is the one at ``REDIS_URL`` if it answers, in a database the demo finds empty and
 empties again on the way out, so it never touches anyone's data; otherwise a
@@ -36,7 +37,7 @@ from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks.embedded import redis_answers, redis_server
 from tasks.settings import DEFAULT_REDIS_URL
 
-__all__ = ["DemoError", "DemoOptions", "fault_spec", "run_demo"]
+__all__ = ["DemoError", "DemoOptions", "fault_spec", "run_demo", "split_ids", "worker_env"]
 
 # The faults the simulator injects, sharing the fault rate equally, and the error class the
 # client raises for each (tests/test_demo.py checks the pairs against the simulator). Each is
@@ -82,6 +83,7 @@ class DemoOptions:
     concurrency: int = 2
     fault_rate: float = 0.1
     seed: int | None = None
+    bulk_share: float = 1 / 3  # of the ids, the share cancelled by one bulk_cancel
     timeout: float = 120.0  # seconds for all cancellations before the demo gives up
 
 
@@ -128,9 +130,11 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     sim.set_faults(fault_spec(options.fault_rate))
     kinds = ", ".join(FAULT_KINDS)
     say(f"faults       about {options.fault_rate:.0%} of Kraken calls fail: {kinds}")
-    tally = _cancel_all(ids, options.timeout, nodes, say)
+    by_task, by_bulk = split_ids(ids, options.bulk_share)
+    say(f"cancelling   {len(by_task)} with cancel_request.delay(), {len(by_bulk)} with bulk_cancel")
+    tally = _cancel_all(by_task, by_bulk, options.timeout, nodes, sim, say)
     sim.clear_faults()
-    report = Report(tally, sim.stats(), sim.summary(), len(ids) - options.paid, options.paid)
+    report = Report(tally, sim.stats(), sim.summary())
     say.table(report.rows())
     for problem in report.problems():
         say(f"problem: {problem}")
@@ -356,55 +360,118 @@ def _create_requests(sim: SimulatorThread, options: DemoOptions) -> list[str]:
     return [normalize_external_id(value) for value in ids]
 
 
+def split_ids(ids: list[str], share: float) -> tuple[list[str], list[str]]:
+    """(ids for one ``cancel_request`` each, ids for one ``bulk_cancel``), already paid ones
+    spread over both."""
+    every = max(1, round(1 / share)) if share > 0 else 0
+    if not every:
+        return ids, []
+    by_bulk = ids[every - 1 :: every]
+    chosen = set(by_bulk)
+    return [eid for eid in ids if eid not in chosen], by_bulk
+
+
 @dataclass
 class Tally:
-    """What the task results say."""
+    """What the task results and the bulk summary say."""
 
     sent: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    task_results: int = 0  # cancel_request results received
+    by_task: int = 0  # of which cancelled
     confirmed_on_retry: int = 0
-    failures: Counter[str] = field(default_factory=Counter)  # error class -> tasks
+    failures: Counter[str] = field(default_factory=Counter)  # error class -> ids
+    bulk_done: int = 0  # ids of finished bulk chunks
+    handed_off: int = 0  # ids a bulk chunk gave to cancel_request to retry durably
     unfinished: int = 0
     seconds: float = 0.0
 
     @property
     def done(self) -> int:
-        return sum(self.outcomes.values()) + sum(self.failures.values())
+        return self.task_results + self.bulk_done
 
     def add(self, value: Any) -> None:
+        """One ``cancel_request`` result (a dict) or failure (an exception)."""
+        self.task_results += 1
         if isinstance(value, BaseException):
             self.failures[type(value).__name__] += 1
             return
         self.outcomes[value["outcome"]] += 1
+        self.by_task += value["outcome"] == "cancelled"
         self.confirmed_on_retry += bool(value.get("confirmed_on_retry"))
 
+    def add_bulk(self, summary: dict[str, Any]) -> None:
+        """The bulk summary: outcomes, failures (``"Class: message"``), hand-offs."""
+        self.outcomes.update({k: v for k, v in summary["outcomes"].items() if v})
+        for failure in summary["failed"]:
+            self.failures[failure["error"].split(":", 1)[0]] += 1
+        self.handed_off = summary["handed_off"]
 
-def _cancel_all(ids: list[str], timeout: float, nodes: list[_Node], say: _Printer) -> Tally:
-    """Queue one ``cancel_request`` per id and collect the results as they arrive."""
+
+def _cancel_all(
+    by_task: list[str],
+    by_bulk: list[str],
+    timeout: float,
+    nodes: list[_Node],
+    sim: SimulatorThread,
+    say: _Printer,
+) -> Tally:
+    """Queue one ``cancel_request`` per id of ``by_task`` and one ``bulk_cancel`` of
+    ``by_bulk``; collect the results as they arrive, then wait for what the bulk handed off."""
     from celery.exceptions import TimeoutError as CeleryTimeout
     from celery.result import ResultSet
 
-    from tasks import cancel_request
+    from tasks import bulk_cancel, cancel_request
 
-    tally = Tally()
+    tally = Tally(sent=len(by_task) + len(by_bulk))
+    deadline = time.monotonic() + timeout
     started = time.monotonic()
-    results = ResultSet([cancel_request.delay(eid) for eid in ids])
-    tally.sent = len(ids)
-    say.progress(tally)
+    results = ResultSet([cancel_request.delay(eid) for eid in by_task])
+    bulk = bulk_cancel.delay(by_bulk) if by_bulk else None
+    chunks = list(getattr(getattr(bulk, "parent", None), "results", None) or [])
+    finished: set[str] = set()
 
     def on_interval() -> None:
         _check_alive(nodes)
+        _count_chunks(chunks, finished, tally)
         say.progress(tally)
 
     try:
         for _, meta in results.iter_native(timeout=timeout, interval=0.1, on_interval=on_interval):
             tally.add(meta["result"])
             say.progress(tally)
+        while bulk is not None and not bulk.ready():
+            on_interval()
+            if time.monotonic() > deadline:
+                raise CeleryTimeout
+            time.sleep(0.1)
+        if bulk is not None:
+            tally.bulk_done = len(by_bulk)
+            tally.add_bulk(bulk.get(timeout=5))
+        _wait_for_hand_offs(sim, tally, deadline)
     except CeleryTimeout:
         tally.unfinished = tally.sent - tally.done
     tally.seconds = time.monotonic() - started
     say.progress(tally, final=True)
     return tally
+
+
+def _count_chunks(chunks: list[Any], finished: set[str], tally: Tally) -> None:
+    for chunk in chunks:
+        if chunk.id not in finished and chunk.successful():
+            finished.add(chunk.id)
+            tally.bulk_done += int(chunk.result.get("total", 0))
+
+
+def _wait_for_hand_offs(sim: SimulatorThread, tally: Tally, deadline: float) -> None:
+    """Ids a chunk handed to ``cancel_request`` have no result here: the simulator tells when
+    no request is left pending."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    while tally.handed_off and sim.summary()["by_state"].get("pending", 0):
+        if time.monotonic() > deadline:
+            raise CeleryTimeout
+        time.sleep(0.1)
 
 
 def _check_alive(nodes: list[_Node]) -> None:
@@ -421,14 +488,18 @@ class Report:
     tally: Tally
     stats: dict[str, Any]
     summary: dict[str, Any]
-    expected_cancelled: int
-    expected_paid: int
 
     def rows(self) -> list[tuple[str, str]]:
         t, stats = self.tally, self.stats
-        rows = [("cancelled", str(t.outcomes["cancelled"]))]
+        cancelled = self.summary["by_state"].get("cancelled", 0)  # hand-offs included
+        rows = [("cancelled", str(cancelled))]
+        rows.append(("  by cancel_request.delay()", str(t.by_task)))
         if t.confirmed_on_retry:
-            rows.append(("  of which confirmed on retry", str(t.confirmed_on_retry)))
+            rows.append(("    confirmed on retry", str(t.confirmed_on_retry)))
+        by_bulk = f"{cancelled - t.by_task}"
+        if t.handed_off:
+            by_bulk += f" ({t.handed_off} handed to cancel_request)"
+        rows.append(("  by bulk_cancel", by_bulk))
         for outcome in ("already_cancelled", "not_cancellable", "not_found"):
             if t.outcomes[outcome]:
                 rows.append((outcome.replace("_", " "), str(t.outcomes[outcome])))
@@ -477,6 +548,7 @@ class _Printer:
         self.out = out
         self.tty = out.isatty()
         self._last_step = -1
+        self._last_line = ""
 
     def __call__(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -488,10 +560,9 @@ class _Printer:
             print(f"\r{line}", end="\n" if final else "", file=self.out, flush=True)
             return
         step = tally.done * 4 // max(1, tally.sent)  # a line at each quarter when not a tty
-        if step != self._last_step or final:
-            self._last_step = step
-            if not final or step < 4:
-                self(line)
+        if (step != self._last_step or final) and line != self._last_line:
+            self._last_step, self._last_line = step, line
+            self(line)
 
     def table(self, rows: list[tuple[str, str]]) -> None:
         width = max(len(label) for label, _ in rows)

@@ -18,7 +18,7 @@ from tasks_support import REPO, redis_db, wait_for
 
 from kraken import Credentials, KrakenError, KrakenPayClient
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator
-from tasks.demo import FAULT_ERRORS, FAULT_KINDS, Report, Tally, fault_spec, worker_env
+from tasks.demo import FAULT_ERRORS, FAULT_KINDS, Report, Tally, fault_spec, split_ids, worker_env
 
 KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
 
@@ -115,6 +115,9 @@ def test_the_demo_cancels_every_request_and_leaves_nothing_behind(redis_url):
     assert code == 0, output + stderr
     rows = table(output)
     assert rows["cancelled"] == "54"
+    by_bulk = int(rows["  by bulk_cancel"].split()[0])
+    assert int(rows["  by cancel_request.delay()"]) + by_bulk == 54
+    assert by_bulk > 0
     assert rows["not cancellable"] == "6"
     assert rows["failed"] == "0"
     assert rows["nonce rejections"] == "0"
@@ -212,7 +215,7 @@ def test_no_faults_at_a_rate_of_zero():
 def report(**tally: object) -> Report:
     stats = {"faults_injected": {}, "requests": 10, "nonce_rejections": 0}
     summary = {"by_state": {"cancelled": 10}}
-    return Report(Tally(sent=10, seconds=1.0, **tally), stats, summary, 10, 0)  # type: ignore[arg-type]
+    return Report(Tally(sent=10, seconds=1.0, **tally), stats, summary)  # type: ignore[arg-type]
 
 
 def test_a_failed_cancellation_is_a_problem_and_so_exits_non_zero():
@@ -241,3 +244,25 @@ def test_the_workers_get_the_demo_settings_and_none_of_the_users(monkeypatch):
     assert env["REDIS_URL"] == "redis://127.0.0.1:6379/9"
     assert "CELERY_BROKER_URL" not in env
     assert "DJANGO_SETTINGS_MODULE" not in env
+
+
+def test_a_third_of_the_ids_go_to_bulk_cancel_and_each_id_one_way():
+    ids = [f"id{n}" for n in range(30)]
+    by_task, by_bulk = split_ids(ids, 1 / 3)
+    assert len(by_bulk) == 10
+    assert sorted(by_task + by_bulk) == sorted(ids)
+    assert any(eid in by_bulk for eid in ids[:5])  # the already paid, first, go both ways
+
+
+def test_the_bulk_summary_adds_its_outcomes_failures_and_hand_offs():
+    tally = Tally()
+    tally.add_bulk(
+        {
+            "outcomes": {"cancelled": 7, "already_cancelled": 0, "not_cancellable": 1},
+            "failed": [{"external_id": "AAAAAAAAAAE", "error": "InvalidRequest: EAPI:Bad request"}],
+            "handed_off": 2,
+        }
+    )
+    assert tally.outcomes == {"cancelled": 7, "not_cancellable": 1}
+    assert tally.failures == {"InvalidRequest": 1}
+    assert tally.handed_off == 2
