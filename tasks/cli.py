@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import csv
 import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TextIO
 
 import click
 
@@ -227,6 +228,18 @@ def cancel(
 Outcome = dict[str, Any] | BaseException
 
 
+def release_results() -> None:
+    """Close the result subscription while Redis still answers. Results freed later, at
+    interpreter exit, then have nothing to unsubscribe from (Celery would print a traceback
+    trying to, from ``AsyncResult.__del__``)."""
+    from tasks import app
+
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.stop()
+        consumer.subscribed_to.clear()
+
+
 def _require_celery() -> None:
     """Fail in one line, at once, when the broker or the result backend does not answer.
 
@@ -253,8 +266,8 @@ def _wait_for(queued: list[tuple[str, Any]], timeout: float) -> list[tuple[str, 
             value = result.get(timeout=max(0.01, deadline - time.monotonic()), propagate=False)
         except CeleryTimeout:
             value = TimeoutError(f"no outcome within {timeout:g}s (is a worker running?)")
-            result.backend.remove_pending_result(result)  # now, not at interpreter exit
         outcomes.append((eid, value))
+    release_results()
     return outcomes
 
 
@@ -333,6 +346,137 @@ async def _cancel_once(client: Any, eid: str) -> Outcome:
             raise  # the next id would meet the same wall: one line and the status
         return exc
     return {"external_id": eid, "outcome": "cancelled", "attempts": 1, "result": result}
+
+
+# ----------------------------------------------------------------------------- bulk-cancel
+
+
+def read_ids(lines: Iterable[str], column: str | None = None) -> tuple[list[str], list[str]]:
+    """(ids, problems) from one id a line, or from CSV rows when ``column`` is given.
+
+    ``column`` is a header's name (the first row is then the header) or a 1-based number.
+    Blank lines and lines starting with ``#`` are skipped; a bad line becomes a problem
+    naming its line number, and the rest is read on.
+    """
+    ids: list[str] = []
+    problems: list[str] = []
+    rows = _csv_cells(lines, column, problems) if column else _plain_cells(lines)
+    for number, text in rows:
+        try:
+            ids.append(parse_id(text))
+        except ValueError as exc:
+            problems.append(f"line {number}: {text!r}: {exc}")
+    return ids, problems
+
+
+def _plain_cells(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            yield number, text
+
+
+def _csv_cells(lines: Iterable[str], column: str, problems: list[str]) -> Iterator[tuple[int, str]]:
+    reader = csv.reader(lines)
+    index = int(column) - 1 if column.isdigit() else None
+    for row in reader:
+        number = reader.line_num
+        if index is None:  # the header names the column
+            if column not in row:
+                raise click.BadParameter(f"no column {column!r} in the header {row}")
+            index = row.index(column)
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if index >= len(row) or index < 0:
+            problems.append(f"line {number}: has no column {column}")
+            continue
+        yield number, row[index].strip()
+
+
+@cli.command("bulk-cancel")
+@click.argument("source", type=click.File("r", encoding="utf-8"), metavar="FILE|-")
+@click.option("--column", help="Read CSV and take the ids from this column (name or number).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the outcomes.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for the whole bulk cancellation.",
+)
+@click.option("--queue", help="The Celery queue to send to (default: the app's default queue).")
+def bulk_cancel_command(
+    source: TextIO, column: str | None, wait: bool, timeout: float, queue: str | None
+) -> int:
+    """Cancel every payment request whose id is in FILE (one a line; - for stdin).
+
+    Bad lines are reported on stderr with their line number and skipped. With --wait (the
+    default) a progress bar runs until every chunk is done, then a table of outcomes.
+    Exits 1 if any cancellation failed, else 2 if any line was bad.
+    """
+    ids, problems = read_ids(source, column)
+    for problem in problems:
+        _error(f"kraken-pay bulk-cancel: skipped {problem}")
+    if not ids:
+        raise CommandError(f"no ids to cancel in {source.name}", EXIT_USAGE)
+    from tasks import bulk_cancel
+
+    _require_celery()
+    result = bulk_cancel.apply_async((ids,), **({"queue": queue} if queue else {}))
+    if not wait:
+        click.echo(f"{len(ids)} ids queued  task {result.id}")
+        return EXIT_USAGE if problems else EXIT_OK
+    try:
+        summary = _follow_bulk(result, len(ids), timeout)
+    finally:
+        release_results()
+    _print_bulk_summary(summary, len(problems))
+    if summary["failed"]:
+        auth = any("AuthenticationError" in item["error"] for item in summary["failed"])
+        return EXIT_CONFIG if auth else EXIT_FAILED
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def _follow_bulk(result: Any, total: int, timeout: float) -> dict[str, Any]:
+    """Wait for the summary; a progress bar advances as each chunk finishes."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    deadline = time.monotonic() + timeout
+    chunks = list(getattr(result.parent, "results", None) or [])
+    counted: set[str] = set()
+    with click.progressbar(length=total, label="cancelling", show_pos=True) as bar:
+        while not result.ready():
+            for chunk in chunks:
+                if chunk.id not in counted and chunk.successful():
+                    counted.add(chunk.id)
+                    bar.update(int(chunk.result.get("total", 0)))
+            if time.monotonic() > deadline:
+                raise CommandError(f"the bulk cancellation did not finish within {timeout:g}s")
+            time.sleep(0.2)
+        bar.update(total - bar.pos)
+    try:
+        return result.get(timeout=max(0.01, deadline - time.monotonic()))
+    except CeleryTimeout:
+        raise CommandError(f"no summary within {timeout:g}s") from None
+
+
+def _print_bulk_summary(summary: dict[str, Any], bad_lines: int) -> None:
+    outcomes = summary["outcomes"]
+    rows = [
+        (
+            "ids",
+            f"{summary['total']} ({bad_lines} bad line(s), {summary['duplicates']} duplicate(s))",
+        ),
+        *((name.replace("_", " "), str(count)) for name, count in outcomes.items()),
+        ("handed to cancel_request", f"{summary['handed_off']} (retried there, durably)"),
+        ("failed", str(len(summary["failed"]))),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        click.echo(f"  {label:<{width}}  {value}")
+    for item in summary["failed"]:
+        click.echo(f"{item['external_id']}  failed  {item['error']}")
 
 
 # ----------------------------------------------------------------------------- simulator
@@ -529,9 +673,9 @@ def demo(requests: int, workers: int, fault_rate: float, seed: int | None) -> in
 
     Starts the Kraken Pay simulator, a Redis (yours at REDIS_URL, in an empty database
     that it empties again; else a redis-server or an embedded fakeredis) and Celery
-    workers; cancels through cancel_request.delay() while the simulator injects faults,
-    and ends with a table. Everything it started is stopped on exit, also on Ctrl-C.
-    Exits 1 if any cancellation failed.
+    workers; cancels through cancel_request.delay() and bulk_cancel while the simulator
+    injects faults, and ends with a table. Everything it started is stopped on exit, also
+    on Ctrl-C. Exits 1 if any cancellation failed.
     """
     from tasks.demo import DemoError, DemoOptions, run_demo
 

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from tasks.cli import redact, release_results
 from tasks.embedded import redis_answers, redis_server
 from tasks.settings import DEFAULT_REDIS_URL
 
@@ -118,7 +119,7 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     say(f"simulator    {sim.url} (Kraken Pay, demo key)")
     env = worker_env(sim.url, redis_url)
     _use_broker(env)
-    stack.callback(_let_go_of_results)
+    stack.callback(release_results)
     nodes = [
         stack.enter_context(_worker(env, f"demo{n + 1}", options.concurrency, workdir))
         for n in range(options.workers)
@@ -216,8 +217,6 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 
 def _safe(url: str) -> str:
-    from tasks.cli import redact
-
     return redact(url)
 
 
@@ -256,17 +255,6 @@ def _use_broker(env: dict[str, str]) -> None:
     os.environ["REDIS_URL"] = env["REDIS_URL"]
     get_settings.cache_clear()
     app.conf.update(broker_url=env["REDIS_URL"], result_backend=env["REDIS_URL"])
-
-
-def _let_go_of_results() -> None:
-    """Close the result subscription while Redis still answers, so that results freed
-    later (at interpreter exit, after an interruption) have nothing to unsubscribe from."""
-    from tasks import app
-
-    consumer = getattr(app.backend, "result_consumer", None)
-    if consumer is not None:
-        consumer.stop()
-        consumer.subscribed_to.clear()
 
 
 @dataclass

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 import redis
 from click.testing import CliRunner
@@ -469,3 +470,103 @@ def test_the_simulator_on_a_busy_port_is_one_line_and_status_4(sim):
     assert one_error_line(completed).startswith(
         f"kraken-pay: cannot listen on 127.0.0.1:{sim.port}"
     )
+
+
+# ----------------------------------------------------------------------------- reading input
+
+
+def test_ids_are_read_one_a_line_skipping_blanks_and_comments():
+    lines = ["# orders to cancel\n", "AAAAAAAAAAE\n", "\n", "  AAAAAAAAAAI  \n"]
+    assert cli.read_ids(lines) == (["AAAAAAAAAAE", "AAAAAAAAAAI"], [])
+
+
+def test_a_bad_line_is_reported_with_its_number_and_the_rest_is_read():
+    lines = ["AAAAAAAAAAE\n", "not an id!\n", "00000000-0000-0000-0000-000000000001\n"]
+    ids, problems = cli.read_ids(lines)
+    assert ids == ["AAAAAAAAAAE", "AAAAAAAAAAAAAAAAAAAAAQ"]
+    assert len(problems) == 1
+    assert problems[0].startswith("line 2: 'not an id!': external_id: must be base64")
+
+
+def test_csv_ids_come_from_the_column_the_header_names():
+    lines = ["order,payment_id\n", "17,AAAAAAAAAAE\n", "18,bad!\n", "19,AAAAAAAAAAI\n"]
+    ids, problems = cli.read_ids(lines, "payment_id")
+    assert ids == ["AAAAAAAAAAE", "AAAAAAAAAAI"]
+    assert [p.split(":")[0] for p in problems] == ["line 3"]
+
+
+def test_csv_ids_come_from_a_numbered_column_without_a_header():
+    lines = ["17,AAAAAAAAAAE\n", "18\n", "19,AAAAAAAAAAI\n"]
+    ids, problems = cli.read_ids(lines, "2")
+    assert ids == ["AAAAAAAAAAE", "AAAAAAAAAAI"]
+    assert problems == ["line 2: has no column 2"]
+
+
+def test_a_column_the_header_lacks_is_a_usage_error():
+    with pytest.raises(click.BadParameter, match="no column 'payment_id'"):
+        cli.read_ids(["order,id\n", "1,AAAAAAAAAAE\n"], "payment_id")
+
+
+# ----------------------------------------------------------------------------- bulk-cancel
+
+
+def test_bulk_cancel_shows_a_table_of_outcomes_and_reports_bad_lines(worker_setup, redis_url):
+    sim, queue = worker_setup
+    pending = ids(5)
+    paid = ids(2)
+    sim.create_requests(pending)
+    sim.create_requests(paid, "paid")
+    lines = [*pending[:3], "not an id!", *pending[3:], *paid, pending[0]]
+    completed = subprocess.run(
+        [KRAKEN_PAY, "bulk-cancel", "--queue", queue, "-"],
+        input="\n".join(lines) + "\n",
+        cwd=REPO,
+        env=clean_env(REDIS_URL=redis_db(redis_url, BROKER_DB)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert completed.returncode == 2, completed.stderr  # every id done, one line was bad
+    assert completed.stderr.splitlines() == [
+        "kraken-pay bulk-cancel: skipped line 4: 'not an id!': external_id: must be base64 "
+        "(A-Z, a-z, 0-9, '+', '/') without padding"
+    ]
+    rows = dict(
+        re.fullmatch(r"  (\S.*?)\s{2,}(\S.*)", line).groups()
+        for line in completed.stdout.splitlines()
+        if line.startswith("  ")
+    )
+    assert rows["cancelled"] == "5"
+    assert rows["not cancellable"] == "2"
+    assert rows["failed"] == "0"
+    assert rows["ids"] == "8 (1 bad line(s), 1 duplicate(s))"
+    assert all(sim.request(eid)["state"] == "cancelled" for eid in pending)
+
+
+def test_bulk_cancel_reads_a_csv_column(worker_setup, redis_url, tmp_path):
+    sim, queue = worker_setup
+    pending = ids(3)
+    sim.create_requests(pending)
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order,payment_id\n" + "".join(f"{n},{e}\n" for n, e in enumerate(pending)))
+    completed = kraken_pay(
+        "bulk-cancel", "--queue", queue, "--column", "payment_id", str(orders),
+        REDIS_URL=redis_db(redis_url, BROKER_DB),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert all(sim.request(eid)["state"] == "cancelled" for eid in pending)
+
+
+def test_bulk_cancel_of_a_file_without_ids_is_status_2(tmp_path):
+    empty = tmp_path / "ids.txt"
+    empty.write_text("# nothing yet\n\n")
+    completed = kraken_pay("bulk-cancel", str(empty))
+    assert completed.returncode == 2
+    assert one_error_line(completed) == f"kraken-pay: no ids to cancel in {empty}"
+
+
+def test_bulk_cancel_of_a_missing_file_is_status_2(tmp_path):
+    completed = kraken_pay("bulk-cancel", str(tmp_path / "nope.txt"))
+    assert completed.returncode == 2
+    assert "No such file or directory" in one_error_line(completed)
