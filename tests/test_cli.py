@@ -12,6 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -507,6 +508,34 @@ def test_a_column_the_header_lacks_is_a_usage_error():
         cli.read_ids(["order,id\n", "1,AAAAAAAAAAE\n"], "payment_id")
 
 
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("30m", 1800), ("1h30m", 5400), ("2d", 172800), ("45", 45), ("1.5h", 5400)],
+)
+def test_durations(text, seconds):
+    assert cli.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "30x", "m30", "-5m"])
+def test_bad_durations_say_what_a_duration_looks_like(text):
+    with pytest.raises(ValueError, match="is not a duration such as 90s, 30m, 1h30m or 2d"):
+        cli.parse_duration(text)
+
+
+def test_times_are_iso_8601_with_a_zone():
+    assert cli.parse_time("2026-12-01T10:00:00Z") == datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    assert cli.parse_time("2026-12-01T11:00:00+01:00") == datetime(
+        2026, 12, 1, 10, tzinfo=timezone.utc
+    )
+
+
+def test_a_time_without_a_zone_is_refused():
+    with pytest.raises(ValueError, match="has no time zone"):
+        cli.parse_time("2026-12-01T10:00:00")
+    with pytest.raises(ValueError, match="is not an ISO 8601 time"):
+        cli.parse_time("tomorrow")
+
+
 # ----------------------------------------------------------------------------- bulk-cancel
 
 
@@ -570,3 +599,66 @@ def test_bulk_cancel_of_a_missing_file_is_status_2(tmp_path):
     completed = kraken_pay("bulk-cancel", str(tmp_path / "nope.txt"))
     assert completed.returncode == 2
     assert "No such file or directory" in one_error_line(completed)
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def test_schedule_lists_and_unschedule(redis_url, redis_sync):
+    (eid,) = ids(1)
+    scheduled = kraken_pay("schedule", eid, "--in", "30m", REDIS_URL=redis_url)
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert re.fullmatch(
+        rf"{re.escape(eid)}  scheduled  \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in (?:29m5\ds|30m)\)\n",
+        scheduled.stdout,
+    ), scheduled.stdout
+
+    listing = kraken_pay("scheduled", REDIS_URL=redis_url)
+    assert listing.returncode == 0
+    assert listing.stdout.splitlines()[-1] == "1 scheduled"
+    assert f"  {eid}  in " in listing.stdout
+
+    assert kraken_pay("unschedule", eid, REDIS_URL=redis_url).stdout == f"{eid}  unscheduled\n"
+    again = kraken_pay("unschedule", eid, REDIS_URL=redis_url)
+    assert (again.returncode, again.stdout) == (1, f"{eid}  was not scheduled\n")
+    assert kraken_pay("scheduled", REDIS_URL=redis_url).stdout == "nothing scheduled\n"
+
+
+def test_schedule_at_a_time_with_a_zone(redis_url, redis_sync):
+    (eid,) = ids(1)
+    completed = kraken_pay(
+        "schedule", eid, "--at", "2030-01-01T12:00:00+01:00", REDIS_URL=redis_url
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith(f"{eid}  scheduled  2030-01-01T11:00:00Z (in ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--in", "soon"], "'soon' is not a duration"),
+        (["--at", "2030-01-01T12:00:00"], "has no time zone"),
+        ([], "give exactly one of --in and --at"),
+        (["--in", "5m", "--at", "2030-01-01T12:00:00Z"], "give exactly one of --in and --at"),
+    ],
+)
+def test_schedule_refuses_bad_times_with_status_2(args, message):
+    completed = kraken_pay("schedule", "AAAAAAAAAAE", *args, REDIS_URL=NOWHERE)
+    assert completed.returncode == 2
+    assert message in one_error_line(completed)
+
+
+def test_scheduled_overdue_fails_a_health_check_when_beat_is_late(redis_url, redis_sync):
+    (eid,) = ids(1)
+    kraken_pay("schedule", eid, "--at", "2020-01-01T00:00:00Z", REDIS_URL=redis_url)
+    late = kraken_pay("scheduled", "--overdue", "120", REDIS_URL=redis_url)
+    assert late.returncode == 1
+    assert late.stdout.splitlines()[-1] == "1 overdue by more than 120s: is beat running?"
+    assert "overdue by " in late.stdout.splitlines()[0]
+
+
+def test_schedule_with_redis_unreachable_is_status_4():
+    completed = kraken_pay("schedule", "AAAAAAAAAAE", "--in", "5m", REDIS_URL=NOWHERE)
+    assert completed.returncode == 4
+    assert "hunter2" not in completed.stderr
+    assert one_error_line(completed).startswith("kraken-pay: ConnectionError: ")
