@@ -1,0 +1,20 @@
+# One image for every service of docker-compose.yml: the project, its dependencies and its
+# console scripts (celery, kraken-pay), run as an unprivileged user.
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# What pyproject.toml packages, and nothing else (.dockerignore keeps kraken.env out).
+COPY pyproject.toml README.md celeryconfig.py ./
+COPY kraken ./kraken
+COPY tasks ./tasks
+RUN pip install . \
+    && useradd --create-home --uid 10001 kraken
+
+USER kraken
+WORKDIR /home/kraken
+CMD ["celery", "-A", "tasks", "worker", "--loglevel=INFO"]
