@@ -6,6 +6,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from tasks_support import (
@@ -22,7 +23,9 @@ from tasks_support import (
 )
 
 from kraken.simulator import SimulatorThread
-from tasks import app, cancel_request
+from tasks import app, cancel_request, scheduled
+from tasks.schedule import dispatch_due
+from tasks.settings import get_settings
 
 EXAMPLE = REPO / "examples" / "django_app"
 
@@ -65,12 +68,25 @@ def kraken(redis_url: str, tmp_path_factory) -> Iterator[SimulatorThread]:
 
 
 @pytest.fixture
-def client(database, kraken, monkeypatch):
+def schedules(redis_url: str, redis_sync, monkeypatch) -> Iterator[None]:
+    """This process's REDIS_URL, where the web process keeps schedules: the test database."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def client(database, kraken, schedules, monkeypatch):
     """Django's test client for the shop as shipped, creating its requests in the simulator."""
     from django.test import Client
 
     monkeypatch.setenv("SHOP_SIMULATOR_URL", kraken.url)
     return Client()
+
+
+def scheduled_ids() -> dict[str, datetime]:
+    return dict(scheduled())
 
 
 def committed_status(database: str, order_id: int) -> str:
@@ -80,12 +96,28 @@ def committed_status(database: str, order_id: int) -> str:
         return row[0]
 
 
-def test_a_new_order_has_a_pending_payment_request(client, kraken):
+def test_a_new_order_schedules_the_cancellation_of_its_payment_request_on_commit(client, kraken):
+    before = datetime.now(timezone.utc)
     response = client.post("/orders")
     assert response.status_code == 201
     order = response.json()
+    eid = order["payment_external_id"]
     assert order["status"] == "pending"
-    assert kraken.request(order["payment_external_id"])["state"] == "pending"
+    assert kraken.request(eid)["state"] == "pending"
+    due = scheduled_ids()[eid]
+    assert abs((due - before).total_seconds() - 1800) < 60  # SHOP_PAYMENT_EXPIRY: 30 minutes
+
+
+def test_an_unpaid_request_is_cancelled_when_it_expires(client, kraken):
+    from django.test import override_settings
+
+    with override_settings(SHOP_PAYMENT_EXPIRY=timedelta(0)):
+        eid = client.post("/orders").json()["payment_external_id"]
+
+    assert dispatch_due.apply().get() == 1  # what beat sends every KRAKEN_SCHEDULE_INTERVAL
+
+    wait_for(lambda: kraken.request(eid)["state"] == "cancelled", 30, "the request cancelled")
+    assert eid not in scheduled_ids()
 
 
 def test_cancelling_an_order_cancels_its_payment_request(client, kraken, database):
@@ -99,6 +131,7 @@ def test_cancelling_an_order_cancels_its_payment_request(client, kraken, databas
     assert committed_status(database, order["id"]) == "cancelled"
     wait_for(lambda: kraken.request(eid)["state"] == "cancelled", 30, "the request cancelled")
     assert kraken.request(eid)["cancel_calls"] == 1
+    assert eid not in scheduled_ids()  # no second cancellation when it would have expired
 
 
 def test_the_task_is_queued_on_commit(client, database, monkeypatch):
@@ -134,6 +167,7 @@ def test_a_change_that_is_rolled_back_queues_nothing(client, database, monkeypat
 
     assert queued == []
     assert committed_status(database, order["id"]) == "pending"
+    assert order["payment_external_id"] in scheduled_ids()  # still due when it expires
 
 
 def test_an_unknown_order_is_404_and_queues_nothing(client, monkeypatch):

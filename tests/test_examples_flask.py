@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sqlite3
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
 
@@ -23,7 +24,9 @@ from tasks_support import (
 )
 
 from kraken.simulator import SimulatorThread
-from tasks import app, cancel_request
+from tasks import app, cancel_request, scheduled
+from tasks.schedule import dispatch_due
+from tasks.settings import get_settings
 
 EXAMPLE = REPO / "examples" / "flask_app" / "app.py"
 
@@ -61,10 +64,23 @@ def database(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def client(kraken: SimulatorThread, database: str, monkeypatch):
+def schedules(redis_url: str, redis_sync, monkeypatch) -> Iterator[None]:
+    """This process's REDIS_URL, where the web process keeps schedules: the test database."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def client(kraken: SimulatorThread, database: str, schedules, monkeypatch):
     """Flask's test client for the shop as shipped, creating its requests in the simulator."""
     monkeypatch.setenv("SHOP_SIMULATOR_URL", kraken.url)
     return shop.create_app(database).test_client()
+
+
+def scheduled_ids() -> dict[str, datetime]:
+    return dict(scheduled())
 
 
 def committed_status(database: str, order_id: int) -> str:
@@ -73,12 +89,27 @@ def committed_status(database: str, order_id: int) -> str:
         return other.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
 
 
-def test_a_new_order_has_a_pending_payment_request(client, kraken):
+def test_a_new_order_has_a_pending_payment_request_whose_cancellation_is_scheduled(client, kraken):
+    before = datetime.now(timezone.utc)
     response = client.post("/orders")
     assert response.status_code == 201
     order = response.get_json()
+    eid = order["payment_external_id"]
     assert order["status"] == "pending"
-    assert kraken.request(order["payment_external_id"])["state"] == "pending"
+    assert kraken.request(eid)["state"] == "pending"
+    due = scheduled_ids()[eid]
+    assert abs((due - before).total_seconds() - 1800) < 60  # PAYMENT_EXPIRY: 30 minutes
+
+
+def test_an_unpaid_request_is_cancelled_when_it_expires(kraken, database, schedules, monkeypatch):
+    monkeypatch.setenv("SHOP_SIMULATOR_URL", kraken.url)
+    client = shop.create_app(database, payment_expiry=0).test_client()
+    eid = client.post("/orders").get_json()["payment_external_id"]
+
+    assert dispatch_due.apply().get() == 1  # what beat sends every KRAKEN_SCHEDULE_INTERVAL
+
+    wait_for(lambda: kraken.request(eid)["state"] == "cancelled", 30, "the request cancelled")
+    assert eid not in scheduled_ids()
 
 
 def test_cancelling_an_order_cancels_its_payment_request(client, kraken, database):
@@ -92,6 +123,7 @@ def test_cancelling_an_order_cancels_its_payment_request(client, kraken, databas
     assert committed_status(database, order["id"]) == "cancelled"
     wait_for(lambda: kraken.request(eid)["state"] == "cancelled", 30, "the request cancelled")
     assert kraken.request(eid)["cancel_calls"] == 1
+    assert eid not in scheduled_ids()  # no second cancellation when it would have expired
 
 
 def test_the_task_is_queued_only_after_the_commit(client, database, monkeypatch):
@@ -122,6 +154,7 @@ def test_a_change_that_is_rolled_back_queues_nothing(client, database, monkeypat
     assert response.status_code == 500
     assert queued == []
     assert committed_status(database, order["id"]) == "pending"
+    assert order["payment_external_id"] in scheduled_ids()  # still due when it expires
 
 
 def test_an_unknown_order_is_404_and_queues_nothing(client, monkeypatch):

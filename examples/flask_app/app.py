@@ -20,7 +20,7 @@ from collections.abc import Callable
 from flask import Flask, abort, current_app, g, jsonify
 
 from kraken import normalize_external_id
-from tasks import cancel_request
+from tasks import cancel_request, schedule_cancel, unschedule_cancel
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -85,6 +85,8 @@ def create_order():
         order_id = db.execute(
             "INSERT INTO orders (payment_external_id) VALUES (?)", (eid,)
         ).lastrowid
+    # Committed: unless it is paid or cancelled first, the request goes when it expires.
+    schedule_cancel(eid, in_=current_app.config["PAYMENT_EXPIRY"])
     return jsonify(id=order_id, payment_external_id=eid, status="pending"), 201
 
 
@@ -97,6 +99,7 @@ def cancel_order(order_id: int):
             abort(404)
         db.execute("UPDATE orders SET status = 'cancelled' WHERE id = ?", (order_id,))
     # Committed: now the payment request may go. Its retries are the worker's business.
+    unschedule_cancel(order["payment_external_id"])
     cancel_request.delay(order["payment_external_id"])
     return jsonify(
         id=order_id, payment_external_id=order["payment_external_id"], status="cancelled"

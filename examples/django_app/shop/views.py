@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 
 from kraken import normalize_external_id
 from shop.models import Order
-from tasks import cancel_request
+from tasks import cancel_request, schedule_cancel, unschedule_cancel
 
 
 def create_payment_request(external_id: str) -> None:
@@ -42,12 +42,20 @@ def _json(order: Order, status: int = 200) -> JsonResponse:
     return JsonResponse(data | {"status": order.status}, status=status)
 
 
+def _cancel_payment(external_id: str) -> None:
+    """After the commit: cancel the request now, and forget its scheduled cancellation."""
+    unschedule_cancel(external_id)
+    cancel_request.delay(external_id)
+
+
 @require_POST
 def create_order(request: HttpRequest) -> JsonResponse:
     eid = normalize_external_id(uuid.uuid4())
     import_string(settings.SHOP_CREATE_PAYMENT_REQUEST)(eid)
     with transaction.atomic():
         order = Order.objects.create(payment_external_id=eid)
+        # Unless it is paid or cancelled first, the request goes when it expires.
+        transaction.on_commit(lambda: schedule_cancel(eid, in_=settings.SHOP_PAYMENT_EXPIRY))
     return _json(order, status=201)
 
 
@@ -58,5 +66,5 @@ def cancel_order(request: HttpRequest, order_id: int) -> JsonResponse:
         order.status = "cancelled"
         order.save(update_fields=["status"])
         eid = order.payment_external_id
-        transaction.on_commit(lambda: cancel_request.delay(eid))
+        transaction.on_commit(lambda: _cancel_payment(eid))
     return _json(order)
