@@ -142,6 +142,8 @@ class KrakenPayClient:
             raise
         except KrakenError:
             raise
+        except aiohttp.ConnectionTimeoutError as exc:  # never connected: nothing was sent
+            raise TransportError(f"cannot connect to {self.base_url}: timed out") from exc
         except asyncio.TimeoutError as exc:
             raise TransportError(
                 f"no answer within {self.timeout:g}s from {path}", ambiguous=True

@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -201,6 +202,39 @@ async def test_connection_refused_is_a_transport_error_that_sent_nothing():
         with pytest.raises(TransportError, match="cannot connect") as info:
             await client.cancel_request(new_id())
     assert not info.value.ambiguous
+
+
+class _FailingSession:
+    """Stands in for aiohttp's session where a real network cannot produce the fault."""
+
+    closed = False
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def post(self, *args, **kwargs):
+        raise self.exc
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("exc", "ambiguous"),
+    [
+        (aiohttp.ConnectionTimeoutError(), False),  # a TimeoutError too, yet nothing went out
+        (aiohttp.SocketTimeoutError(), True),
+        (asyncio.TimeoutError(), True),
+        (aiohttp.ServerDisconnectedError(), True),
+    ],
+)
+async def test_timeouts_are_ambiguous_only_once_the_request_may_have_gone_out(exc, ambiguous):
+    client = KrakenPayClient(CREDS, base_url="http://127.0.0.1:9")
+    client._session = _FailingSession(exc)  # type: ignore[assignment]
+    with pytest.raises(TransportError) as info:
+        await client.cancel_request(new_id())
+    assert info.value.ambiguous is ambiguous
+    await client.close()
 
 
 async def test_invalid_external_id_is_refused_before_anything_is_sent(sim, client):
