@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import time
+import threading
 
 import fakeredis
 import pytest
@@ -75,8 +75,9 @@ async def test_krakens_rate_limit_answer_holds_back_every_client_of_the_key(sim)
 # ---------------------------------------------------------------- four processes (real Redis)
 
 
-def _push(url: str, redis_url: str, prefix: str, start_at: float, stop_at: float) -> int:
-    """Cancel as fast as the budget lets from ``start_at`` to ``stop_at``; return calls sent."""
+def _push(url: str, redis_url: str, prefix: str, start: threading.Barrier) -> int:
+    """Once every process is ready, cancel as fast as the budget lets for SECONDS; return
+    the calls sent."""
 
     async def main() -> int:
         redis = aioredis.Redis.from_url(redis_url)
@@ -97,9 +98,9 @@ def _push(url: str, redis_url: str, prefix: str, start_at: float, stop_at: float
                 sent += 1
 
         async with KrakenPayClient(CREDS, base_url=url, nonce=nonce, rate_budget=budget) as client:
-            await asyncio.sleep(max(0.0, start_at - time.time()))
+            start.wait(60)  # blocks the loop, which has nothing to do yet
             lanes = [asyncio.ensure_future(lane()) for _ in range(IN_FLIGHT)]
-            await asyncio.sleep(max(0.0, stop_at - time.time()))
+            await asyncio.sleep(SECONDS)
             for task in lanes:  # a lane waiting for its slot never sends
                 task.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
@@ -114,12 +115,9 @@ def test_four_processes_share_one_budget_and_kraken_refuses_none(redis_url):
     url = redis_db(redis_url, TASKS_DB)
     ctx = multiprocessing.get_context("spawn")
     with SimulatorThread(rate_limit=(CAPACITY, RATE)) as sim, ctx.Pool(PROCESSES) as pool:
-        start_at = time.time() + 1.0  # the processes start together, whenever they are up
-        jobs = [
-            pool.apply_async(_push, (sim.url, url, prefix, start_at, start_at + SECONDS))
-            for _ in range(PROCESSES)
-        ]
-        [job.get(timeout=60) for job in jobs]
+        start = ctx.Manager().Barrier(PROCESSES)  # all start together, however slow to boot
+        jobs = [pool.apply_async(_push, (sim.url, url, prefix, start)) for _ in range(PROCESSES)]
+        [job.get(timeout=120) for job in jobs]
         stats = sim.stats()
 
     assert stats["rate_limited"] == 0

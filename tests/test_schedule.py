@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import fakeredis
 import pytest
 import redis
-from tasks_support import TASKS_DB, redis_db
+from tasks_support import redis_db
 
 from kraken import InvalidExternalId, normalize_external_id
 from kraken.errors import ConfigurationError
@@ -28,6 +28,7 @@ from tasks.schedule import (
 from tasks.settings import Settings
 
 EID = "AAAAAAAAAAE"
+SCHEDULE_DB = 11  # no worker of another test claims ids from this database
 
 
 @pytest.fixture
@@ -164,7 +165,7 @@ def test_a_claim_takes_at_most_its_limit(fake_redis):
 
 
 def test_two_dispatchers_racing_on_real_redis_claim_each_id_once(redis_url):
-    client = redis.Redis.from_url(redis_db(redis_url, TASKS_DB))
+    client = redis.Redis.from_url(redis_db(redis_url, SCHEDULE_DB))
     client.delete(SCHEDULE_KEY, DISPATCHING_KEY)
     everything = ids(2000)
     for eid in everything:
@@ -173,7 +174,7 @@ def test_two_dispatchers_racing_on_real_redis_claim_each_id_once(redis_url):
     start = threading.Barrier(2)
 
     def dispatcher(mine: list[str]) -> None:
-        own = redis.Redis.from_url(redis_db(redis_url, TASKS_DB))
+        own = redis.Redis.from_url(redis_db(redis_url, SCHEDULE_DB))
         start.wait()
         while batch := claim_due(own, limit=50):
             mine.extend(batch)

@@ -1,8 +1,9 @@
 """Scheduled cancellations through a real ``celery beat``, a real worker, Redis and the simulator.
 
 Beat sends ``dispatch_due`` to its default queue, ``celery``; so that no other test's worker
-takes those messages, this module's broker is a database of its own, emptied first. The
-schedule itself lives in the workers' REDIS_URL database.
+takes those messages, and no other worker claims this module's scheduled ids, the broker and
+the workers' REDIS_URL (where the schedule lives) are a database of this module alone,
+emptied first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import redis
 from tasks_support import (
     CELERY,
     REPO,
-    TASKS_DB,
     Worker,
     client_app,
     redis_db,
@@ -36,7 +36,7 @@ from kraken.simulator import SimulatorThread
 from tasks import app
 from tasks.schedule import DISPATCHING_KEY, SCHEDULE_KEY, schedule_cancel
 
-BEAT_BROKER_DB = 11  # beat publishes to the queue "celery": a broker of this module alone
+BEAT_DB = 11  # broker and schedule of this module alone (and of test_schedule.py's race)
 QUEUE = "celery"
 LATE_AT_MOST = 2.0  # seconds after its due time that a scheduled cancellation may happen
 
@@ -110,16 +110,16 @@ def sim() -> Iterator[SimulatorThread]:
 
 @pytest.fixture(scope="module")
 def broker_url(redis_url: str) -> str:
-    url = redis_db(redis_url, BEAT_BROKER_DB)
+    url = redis_db(redis_url, BEAT_DB)
     with contextlib.closing(redis.Redis.from_url(url)) as broker:
         broker.flushdb()  # nothing left by an earlier run for beat's queue
     return url
 
 
 @pytest.fixture(scope="module")
-def store(redis_url: str) -> Iterator[redis.Redis]:
+def store(broker_url: str) -> Iterator[redis.Redis]:
     """The Redis that holds the schedule, as the workers see it."""
-    client = redis.Redis.from_url(redis_db(redis_url, TASKS_DB))
+    client = redis.Redis.from_url(broker_url)
     yield client
     client.close()
 
@@ -130,13 +130,8 @@ def _empty_schedule(store):
 
 
 @pytest.fixture(scope="module")
-def env(sim, redis_url, broker_url) -> dict[str, str]:
-    return worker_env(
-        sim_url=sim.url,
-        redis_url=redis_db(redis_url, TASKS_DB),
-        broker_url=broker_url,
-        KRAKEN_RATE_PER_SECOND="off",
-    )
+def env(sim, broker_url) -> dict[str, str]:
+    return worker_env(sim_url=sim.url, redis_url=broker_url, broker_url=broker_url)
 
 
 @pytest.fixture(scope="module")
