@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -31,6 +33,16 @@ def simulator_process(*args: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def sim_call(url: str, path: str, payload: dict | None = None) -> dict:
+    """One call to the simulator's control paths (``/_sim/...``): POST with a payload, else GET."""
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(
+        url + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
 
 
 def redis_url() -> str:

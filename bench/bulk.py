@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from celery.result import ResultSet
 
@@ -39,34 +36,20 @@ from kraken import normalize_external_id
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import app, bulk_cancel, cancel_request
 from tasks.app import noop
-from tasks.embedded import redis_server
+from tasks.embedded import redis_db, redis_server
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from _support import Stopwatch, print_table, rate, redis_url, simulator_process
+from _support import Stopwatch, print_table, rate, redis_url, sim_call, simulator_process
 
 BROKER_DB = 14  # apart from the test suite's databases, which tests flush
 CELERY = str(Path(sys.executable).with_name("celery"))
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
-def _sim(url: str, path: str, payload: dict | None = None) -> dict:
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(
-        url + path, data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
 def _pending(sim_url: str, count: int) -> list[str]:
     ids = [normalize_external_id(uuid.uuid4()) for _ in range(count)]
     for start in range(0, count, 10_000):
-        _sim(sim_url, "/_sim/requests", {"external_ids": ids[start : start + 10_000]})
+        sim_call(sim_url, "/_sim/requests", {"external_ids": ids[start : start + 10_000]})
     return ids
 
 
@@ -174,7 +157,7 @@ def main() -> None:
     queue = f"bench-bulk-{uuid.uuid4().hex[:8]}"
     log_dir = tempfile.mkdtemp(prefix="bench-bulk-")
     with redis_server(redis_url()) as nonce_url, simulator_process(*sim_args) as sim_url:
-        broker = _db(nonce_url, BROKER_DB)
+        broker = redis_db(nonce_url, BROKER_DB)
         app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
         env.update(
@@ -197,7 +180,7 @@ def main() -> None:
             with _node(env, queue, args.concurrency, log_dir) as node:
                 seconds = _bulk(sim_url, count)
                 peaks.append((count, seconds, *node.peak_rss_mib()))
-        stats = _sim(sim_url, "/_sim/stats")
+        stats = sim_call(sim_url, "/_sim/stats")
 
     bulk_rate, task_rate = rate(args.n, bulk_seconds), rate(args.n, task_seconds)
     workers = f"1 node x {args.concurrency} prefork, {args.ordering}, budget off"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import statistics
@@ -22,11 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from celery.result import ResultSet
 
@@ -37,29 +34,15 @@ from kraken import normalize_external_id
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import app, cancel_request
 from tasks.app import noop
-from tasks.embedded import redis_server
+from tasks.embedded import redis_db, redis_server
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from _support import print_table, rate, redis_url, simulator_process
+from _support import print_table, rate, redis_url, sim_call, simulator_process
 
 AIM = 0.7
 BROKER_DB = 14  # apart from the test suite's databases, which tests flush
 CELERY = str(Path(sys.executable).with_name("celery"))
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
-def _sim(url: str, path: str, payload: dict | None = None) -> dict:
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(
-        url + path, data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 @contextlib.contextmanager
@@ -137,7 +120,7 @@ def main() -> None:
 
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     with redis_server(redis_url()) as nonce_url, simulator_process(*sim_args) as sim_url:
-        broker = _db(nonce_url, BROKER_DB)
+        broker = redis_db(nonce_url, BROKER_DB)
         app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
         env.update(
@@ -153,22 +136,22 @@ def main() -> None:
         with _workers(env, queue, args.nodes, args.concurrency):
             _wait_ready(args.nodes)
             warm = [normalize_external_id(uuid.uuid4()) for _ in range(100)]
-            _sim(sim_url, "/_sim/requests", {"external_ids": warm})
+            sim_call(sim_url, "/_sim/requests", {"external_ids": warm})
             _timed(lambda i: cancel_request.delay(warm[i]), len(warm))
             _timed(lambda i: noop.delay(), 100)
 
-            before = _sim(sim_url, "/_sim/stats")
+            before = sim_call(sim_url, "/_sim/stats")
             noops, cancels = [], []
             for _ in range(args.rounds):
                 ids = [normalize_external_id(uuid.uuid4()) for _ in range(args.n)]
-                _sim(sim_url, "/_sim/requests", {"external_ids": ids})
+                sim_call(sim_url, "/_sim/requests", {"external_ids": ids})
                 seconds, _ = _timed(lambda i: noop.delay(), args.n)
                 noops.append(rate(args.n, seconds))
                 seconds, results = _timed(lambda i, ids=ids: cancel_request.delay(ids[i]), args.n)
                 cancels.append(rate(args.n, seconds))
                 if {r["outcome"] for r in results} != {"cancelled"}:
                     raise SystemExit("not every request was cancelled: the run is not valid")
-            after = _sim(sim_url, "/_sim/stats")
+            after = sim_call(sim_url, "/_sim/stats")
     app.conf.update(task_default_queue="celery")
 
     applied = after["cancels_applied"] - before["cancels_applied"]

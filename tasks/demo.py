@@ -29,13 +29,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks.cli import redact, release_results
-from tasks.embedded import redis_answers, redis_server
+from tasks.embedded import redis_answers, redis_db, redis_server
 from tasks.settings import DEFAULT_REDIS_URL
 
 __all__ = ["DemoError", "DemoOptions", "fault_spec", "run_demo", "split_ids", "worker_env"]
@@ -171,15 +171,10 @@ def _demo_redis(stack: contextlib.ExitStack) -> tuple[str, str]:
     return url, f"{where} at {url}"
 
 
-def _with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
 def _claim_database(url: str) -> str | None:
     """The URL of an empty database, marked as the demo's so another demo passes it by."""
     for db in _DATABASES:
-        candidate = _with_db(url, db)
+        candidate = redis_db(url, db)
         client = redis.Redis.from_url(candidate)
         try:
             if client.dbsize() == 0 and client.set(_OWNER_KEY, os.getpid(), nx=True):

@@ -15,10 +15,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-__all__ = ["redis_answers", "redis_server"]
+__all__ = ["redis_answers", "redis_db", "redis_server"]
+
+
+def redis_db(url: str, db: int) -> str:
+    """The same Redis server as ``url``, another database number."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:

@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
 
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from tasks.embedded import redis_db  # noqa: F401 - re-exported for the tests
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 REPO = Path(__file__).resolve().parent.parent
@@ -31,12 +31,6 @@ RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 # default) never removes the broker's queues and bindings from under a running worker.
 TASKS_DB = 12  # nonces and ordering locks of the workers
 BROKER_DB = 13  # Celery's broker and result backend
-
-
-def redis_db(url: str, db: int) -> str:
-    """The same Redis server as ``url``, another database number."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
 def unique(prefix: str) -> str:
