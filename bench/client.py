@@ -19,14 +19,15 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _support import Stopwatch, print_table, rate, redis_url, simulator_process
-
+# bench/ holds a tasks.py of its own; take bench/ off the path while importing the package.
+sys.path.remove(str(Path(__file__).resolve().parent))
 from kraken import Credentials, KrakenPayClient, RedisNonce, normalize_external_id
 from kraken.client import CANCEL_REQUEST_PATH
 from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks.embedded import redis_server
+
+sys.path.append(str(Path(__file__).resolve().parent))
+from _support import Stopwatch, print_table, rate, redis_url, simulator_process
 
 NONCE_WINDOW_NS = 60 * 10**9  # window mode is for keys with a nonce window set at Kraken
 
