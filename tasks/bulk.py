@@ -46,7 +46,7 @@ from kraken.errors import (
 from tasks import runtime
 from tasks.app import app
 from tasks.cancel import cancel_request
-from tasks.outcomes import OUTCOMES, pay_outcome
+from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
 from tasks.retry import VISIBILITY_MARGIN, RetryPolicy
 from tasks.settings import MAX_BULK_CHUNK, Settings, get_settings
 
@@ -101,9 +101,7 @@ def merge(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, KrakenError):
-        return f"{type(exc).__name__}: {exc.code or exc.message}"
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {kraken_error(exc)}"
 
 
 # ---------------------------------------------------------------- the caller's side

@@ -25,7 +25,7 @@ from kraken import InvalidExternalId, KrakenError, normalize_external_id
 from kraken.errors import PayRequestError, TransportError
 from tasks import runtime
 from tasks.app import app
-from tasks.outcomes import OUTCOMES, pay_outcome
+from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
 from tasks.retry import RetriesExhausted, RetryPolicy, is_transient
 from tasks.settings import get_settings
 
@@ -85,12 +85,6 @@ def _log_attempt(eid: str, attempt: int, error: BaseException | None, delay: flo
     )
 
 
-def _kraken_error(exc: BaseException) -> str:
-    if isinstance(exc, KrakenError):
-        return exc.code or exc.message
-    return str(exc)
-
-
 def _result(
     eid: str,
     outcome: str,
@@ -130,14 +124,14 @@ def _fail(eid: str, attempt: int, exc: BaseException, why: str) -> None:
         eid,
         attempt,
         type(exc).__name__,
-        _kraken_error(exc),
+        kraken_error(exc),
         why,
         extra={
             "event": "cancel_request.failed",
             "external_id": eid,
             "attempt": attempt,
             "error_class": type(exc).__name__,
-            "kraken_error": _kraken_error(exc),
+            "kraken_error": kraken_error(exc),
             "reason": why,
         },
     )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from kraken.errors import PayRequestError
+from kraken.errors import KrakenError, PayRequestError
 
-__all__ = ["OUTCOMES", "Outcome", "pay_outcome"]
+__all__ = ["OUTCOMES", "Outcome", "kraken_error", "pay_outcome"]
 
 OUTCOMES = ("cancelled", "already_cancelled", "not_cancellable", "not_found")
 
@@ -37,3 +37,10 @@ def pay_outcome(exc: PayRequestError, ambiguous_before: bool) -> Outcome | None:
     if outcome == "already_cancelled" and ambiguous_before:
         return Outcome("cancelled", True)
     return Outcome(outcome, False)
+
+
+def kraken_error(exc: BaseException) -> str:
+    """Kraken's error as logs and summaries show it: its code (``EAPI:Invalid key``), else text."""
+    if isinstance(exc, KrakenError):
+        return exc.code or exc.message
+    return str(exc)
