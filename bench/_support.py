@@ -16,12 +16,12 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 @contextlib.contextmanager
 def simulator_process(*args: str) -> Iterator[str]:
-    """Run ``python -m kraken.simulator`` on a free port in its own process; yield its URL.
+    """Run ``python -m kraken.pay.simulator`` on a free port in its own process; yield its URL.
 
     Its own process, so the server does not share a core's GIL with the code measured.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kraken.simulator", "--port", "0", *args],
+        [sys.executable, "-m", "kraken.pay.simulator", "--port", "0", *args],
         stdout=subprocess.PIPE,
         text=True,
     )

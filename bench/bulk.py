@@ -32,8 +32,8 @@ from celery.result import ResultSet
 
 # bench/ holds a tasks.py of its own; take bench/ off the path while importing the package.
 sys.path.remove(str(Path(__file__).resolve().parent))
-from kraken import normalize_external_id
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken.pay import normalize_external_id
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import app, bulk_cancel, cancel_request
 from tasks.app import noop
 from tasks.embedded import redis_db, redis_server

@@ -21,9 +21,9 @@ import redis.asyncio as aioredis
 
 # bench/ holds a tasks.py of its own; take bench/ off the path while importing the package.
 sys.path.remove(str(Path(__file__).resolve().parent))
-from kraken import Credentials, KrakenPayClient, RedisNonce, normalize_external_id
-from kraken.client import CANCEL_REQUEST_PATH
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken.pay import Credentials, KrakenPayClient, RedisNonce, normalize_external_id
+from kraken.pay.client import CANCEL_REQUEST_PATH
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks.embedded import redis_server
 
 sys.path.append(str(Path(__file__).resolve().parent))

@@ -30,8 +30,8 @@ from celery.result import ResultSet
 # This file is bench/tasks.py, and Python put bench/ first on sys.path: `import tasks` would
 # import this script instead of the tasks package. Take bench/ off the path while importing.
 sys.path.remove(str(Path(__file__).resolve().parent))
-from kraken import normalize_external_id
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken.pay import normalize_external_id
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import app, cancel_request
 from tasks.app import noop
 from tasks.embedded import redis_db, redis_server

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from kraken.errors import ConfigurationError
+from kraken.pay.errors import ConfigurationError
 from tasks import runtime
 from tasks.retry import RetryPolicy, check_visibility
 from tasks.settings import get_settings

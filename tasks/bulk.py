@@ -35,8 +35,8 @@ from typing import Any
 from celery import Task, chord
 from celery.exceptions import SoftTimeLimitExceeded
 
-from kraken import InvalidExternalId, KrakenError, normalize_external_id
-from kraken.errors import (
+from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
+from kraken.pay.errors import (
     AuthenticationError,
     PayRequestError,
     RateLimited,

@@ -21,8 +21,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from kraken import InvalidExternalId, KrakenError, normalize_external_id
-from kraken.errors import PayRequestError, TransportError
+from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
+from kraken.pay.errors import PayRequestError, TransportError
 from tasks import runtime
 from tasks.app import app
 from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome

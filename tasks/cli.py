@@ -21,8 +21,8 @@ from typing import Any, TextIO
 
 import click
 
-from kraken import KrakenError, normalize_external_id
-from kraken.errors import AuthenticationError, ConfigurationError, TransportError
+from kraken.pay import KrakenError, normalize_external_id
+from kraken.pay.errors import AuthenticationError, ConfigurationError, TransportError
 
 __all__ = [
     "EXIT_CONFIG",
@@ -294,7 +294,7 @@ def _outcome_text(result: dict[str, Any]) -> str:
 
 async def _cancel_direct(eids: list[str]) -> list[tuple[str, Outcome]]:
     """One call per id from this process; stops at the first error that would repeat."""
-    from kraken import KrakenPayClient
+    from kraken.pay import KrakenPayClient
     from tasks.settings import Settings
 
     settings = Settings.from_env()
@@ -318,7 +318,7 @@ async def _direct_nonce(redis_url: str, key_id: str) -> tuple[Any, Callable[[], 
     """RedisNonce when Redis answers (the workers' sequence and lock), else ClockNonce."""
     import redis.asyncio
 
-    from kraken import ClockNonce, RedisNonce
+    from kraken.pay import ClockNonce, RedisNonce
     from tasks.embedded import redis_answers
 
     if await asyncio.to_thread(redis_answers, redis_url):
@@ -333,7 +333,7 @@ async def _direct_nonce(redis_url: str, key_id: str) -> tuple[Any, Callable[[], 
 
 
 async def _cancel_once(client: Any, eid: str) -> Outcome:
-    from kraken.errors import PayRequestError
+    from kraken.pay.errors import PayRequestError
     from tasks import OUTCOMES
 
     try:
@@ -611,11 +611,11 @@ def scheduled_command(limit: int | None, overdue: float | None) -> int:
 def simulator(host: str, port: int, seed: int | None) -> int:
     """Run the Kraken Pay simulator until Ctrl-C.
 
-    It accepts the demo key pair (kraken.simulator.DEMO_API_KEY and DEMO_API_SECRET, the
+    It accepts the demo key pair (kraken.pay.simulator.DEMO_API_KEY and DEMO_API_SECRET, the
     pair in kraken.env.example); point workers at it with KRAKEN_API_URL. Control it over
     HTTP: POST /_sim/requests, POST /_sim/faults, GET /_sim/stats.
     """
-    from kraken.simulator import serve
+    from kraken.pay.simulator import serve
 
     try:
         serve(host, port, seed=seed)

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks.cli import redact, release_results
 from tasks.embedded import redis_answers, redis_db, redis_server
 from tasks.settings import DEFAULT_REDIS_URL
@@ -338,7 +338,7 @@ def _create_requests(sim: SimulatorThread, options: DemoOptions) -> list[str]:
     paid = min(options.paid, len(ids))
     sim.create_requests(ids[paid:], "pending")
     sim.create_requests(ids[:paid], "paid")
-    from kraken import normalize_external_id
+    from kraken.pay import normalize_external_id
 
     return [normalize_external_id(value) for value in ids]
 

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from kraken.errors import (
+from kraken.pay.errors import (
     ConfigurationError,
     InvalidNonce,
     KrakenError,

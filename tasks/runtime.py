@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 
-from kraken import KrakenPayClient, RateBudget, RedisNonce
+from kraken.pay import KrakenPayClient, RateBudget, RedisNonce
 from tasks.settings import Settings, get_settings
 
 __all__ = ["Runtime", "client", "current", "run", "set_client_factory", "shutdown", "start"]

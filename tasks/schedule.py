@@ -55,8 +55,8 @@ from typing import Any
 import redis as redis_sync
 from celery import Task
 
-from kraken import normalize_external_id
-from kraken.errors import ConfigurationError
+from kraken.pay import normalize_external_id
+from kraken.pay.errors import ConfigurationError
 from tasks.app import app
 from tasks.bulk import bulk_cancel, route_of
 from tasks.settings import get_settings

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kraken import DEFAULT_BASE_URL, Credentials
-from kraken.errors import ConfigurationError
-from kraken.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND
+from kraken.pay import DEFAULT_BASE_URL, Credentials
+from kraken.pay.errors import ConfigurationError
+from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND
 
 __all__ = ["DEFAULT_REDIS_URL", "MAX_BULK_CHUNK", "Settings", "get_settings"]
 
@@ -129,7 +129,7 @@ class Settings:
     # CELERY_RESULT_EXPIRES: seconds a task result is kept in the result backend.
     result_expires: float = 86400.0
     # KRAKEN_RATE_CAPACITY / KRAKEN_RATE_PER_SECOND: the rate budget every worker of a key
-    # shares (kraken/ratelimit.py); Kraken's Starter tier by default. KRAKEN_RATE_PER_SECOND
+    # shares (kraken/pay/ratelimit.py); Kraken's Starter tier by default. KRAKEN_RATE_PER_SECOND
     # "off" or 0 turns it off (then rate_per_second is None).
     rate_capacity: float = float(STARTER_CAPACITY)
     rate_per_second: float | None = STARTER_PER_SECOND

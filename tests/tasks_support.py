@@ -20,7 +20,7 @@ from typing import Any
 
 from celery import Celery
 
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks.embedded import redis_db  # noqa: F401 - re-exported for the tests
 
 CELERY = str(Path(sys.executable).with_name("celery"))

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from kraken import normalize_external_id
-from kraken.errors import (
+from kraken.pay import normalize_external_id
+from kraken.pay.errors import (
     AuthenticationError,
     InvalidRequest,
     PayRequestError,

@@ -24,8 +24,8 @@ from tasks_support import (
     workers,
 )
 
-from kraken import normalize_external_id
-from kraken.simulator import SimulatorThread
+from kraken.pay import normalize_external_id
+from kraken.pay.simulator import SimulatorThread
 from tasks import app, bulk_cancel
 
 # Faults that hit 10% of calls, each kind as often; all are retried by the chunk or, after

@@ -33,8 +33,8 @@ from tasks_support import (
     workers,
 )
 
-from kraken import Credentials, normalize_external_id
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay import Credentials, normalize_external_id
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks import app, cli
 
 KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))

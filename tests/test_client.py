@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from kraken import ClockNonce, Credentials, KrakenPayClient, RedisNonce, normalize_external_id
-from kraken.errors import (
+from kraken.pay import ClockNonce, Credentials, KrakenPayClient, RedisNonce, normalize_external_id
+from kraken.pay.errors import (
     AuthenticationError,
     ConfigurationError,
     InvalidNonce,
@@ -24,7 +24,7 @@ from kraken.errors import (
     TemporaryLockout,
     TransportError,
 )
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator
 
 CREDS = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
 

@@ -31,7 +31,7 @@ import tomllib
 import yaml
 from tasks_support import REPO, redis_db, wait_for
 
-from kraken import normalize_external_id
+from kraken.pay import normalize_external_id
 from tasks import cli
 from tasks.settings import Settings
 

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from kraken import errors
-from kraken.errors import (
+from kraken.pay import errors
+from kraken.pay.errors import (
     AuthenticationError,
     InvalidNonce,
     InvalidRequest,

@@ -22,7 +22,7 @@ from tasks_support import (
     workers,
 )
 
-from kraken.simulator import SimulatorThread
+from kraken.pay.simulator import SimulatorThread
 from tasks import app, cancel_request, scheduled
 from tasks.schedule import dispatch_due
 from tasks.settings import get_settings

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from kraken import InvalidExternalId, normalize_external_id
+from kraken.pay import InvalidExternalId, normalize_external_id
 
 
 def test_uuid_becomes_its_16_bytes_unpadded():

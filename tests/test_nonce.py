@@ -11,7 +11,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from kraken import ClockNonce, NonceSource, RedisNonce
+from kraken.pay import ClockNonce, NonceSource, RedisNonce
 
 PROCESSES = 8
 PER_PROCESS = 10_000

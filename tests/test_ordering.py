@@ -8,9 +8,9 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from kraken import Credentials, KrakenPayClient, RedisNonce, normalize_external_id
-from kraken.errors import InvalidNonce
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay import Credentials, KrakenPayClient, RedisNonce, normalize_external_id
+from kraken.pay.errors import InvalidNonce
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 
 PROCESSES = 4
 IN_FLIGHT = 4

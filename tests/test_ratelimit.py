@@ -7,8 +7,8 @@ import time
 import fakeredis
 import pytest
 
-from kraken.errors import RateLimited
-from kraken.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND, RateBudget
+from kraken.pay.errors import RateLimited
+from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND, RateBudget
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 from tasks_support import TASKS_DB, redis_db, unique
 
-from kraken import Credentials, KrakenPayClient, RedisNonce
-from kraken.errors import PayRequestError, RateLimited
-from kraken.ratelimit import RateBudget
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator, SimulatorThread
+from kraken.pay import Credentials, KrakenPayClient, RedisNonce
+from kraken.pay.errors import PayRequestError, RateLimited
+from kraken.pay.ratelimit import RateBudget
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator, SimulatorThread
 
 PROCESSES = 4
 IN_FLIGHT = 8

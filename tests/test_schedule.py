@@ -13,8 +13,8 @@ import pytest
 import redis
 from tasks_support import redis_db
 
-from kraken import InvalidExternalId, normalize_external_id
-from kraken.errors import ConfigurationError
+from kraken.pay import InvalidExternalId, normalize_external_id
+from kraken.pay.errors import ConfigurationError
 from tasks import schedule
 from tasks.schedule import (
     DISPATCHING_KEY,

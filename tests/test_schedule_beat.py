@@ -31,8 +31,8 @@ from tasks_support import (
     workers,
 )
 
-from kraken import normalize_external_id
-from kraken.simulator import SimulatorThread
+from kraken.pay import normalize_external_id
+from kraken.pay.simulator import SimulatorThread
 from tasks import app
 from tasks.schedule import DISPATCHING_KEY, SCHEDULE_KEY, schedule_cancel
 

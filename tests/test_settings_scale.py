@@ -6,9 +6,9 @@ import importlib
 
 import pytest
 
-from kraken import RateBudget
-from kraken.errors import ConfigurationError
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken.pay import RateBudget
+from kraken.pay.errors import ConfigurationError
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks.bulk import MAX_WINDOW, chunk_window
 from tasks.retry import VISIBILITY_MARGIN
 from tasks.runtime import build_client

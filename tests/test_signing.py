@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 
-from kraken import Credentials, sign
-from kraken.errors import ConfigurationError
+from kraken.pay import Credentials, sign
+from kraken.pay.errors import ConfigurationError
 
 # Kraken's documented example (REST authentication guide, AddOrder).
 VECTOR_SECRET = (

@@ -1,6 +1,6 @@
 """The Kraken Pay simulator: Kraken's checks in Kraken's order, faults on demand, control paths.
 
-Requests are crafted with plain aiohttp and ``kraken.signing.sign``, so these tests say what
+Requests are crafted with plain aiohttp and ``kraken.pay.signing.sign``, so these tests say what
 the wire looks like without depending on the client.
 """
 
@@ -26,13 +26,13 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from kraken.errors import PayRequestError, parse_response
-from kraken.external_id import normalize_external_id
-from kraken.signing import sign
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator, SimulatorThread
-from kraken.simulator.cli import main as cli_main
-from kraken.simulator.faults import Faults
-from kraken.simulator.state import NonceGuard
+from kraken.pay.errors import PayRequestError, parse_response
+from kraken.pay.external_id import normalize_external_id
+from kraken.pay.signing import sign
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator, SimulatorThread
+from kraken.pay.simulator.cli import main as cli_main
+from kraken.pay.simulator.faults import Faults
+from kraken.pay.simulator.state import NonceGuard
 
 CANCEL = "/0/private/Pay/request/cancel"
 OK = {"error": [], "result": {}}
@@ -564,7 +564,7 @@ def _first_line(process: subprocess.Popen, within: float) -> str:
 
 
 def test_module_command_serves_until_terminated():
-    command = [sys.executable, "-m", "kraken.simulator", "--host", "127.0.0.1", "--port", "0"]
+    command = [sys.executable, "-m", "kraken.pay.simulator", "--host", "127.0.0.1", "--port", "0"]
     command += ["--key", "cli-key", "--secret", OTHER_SECRET, "--nonce-window", "5"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(

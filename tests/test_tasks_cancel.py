@@ -9,8 +9,8 @@ import uuid
 import pytest
 from tasks_support import client_app
 
-from kraken import InvalidExternalId
-from kraken.errors import (
+from kraken.pay import InvalidExternalId
+from kraken.pay.errors import (
     KrakenError,
     PayRequestError,
     RateLimited,

@@ -19,8 +19,8 @@ from tasks_support import (
     workers,
 )
 
-from kraken import normalize_external_id
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, FAULT_KINDS, SimulatorThread
+from kraken.pay import normalize_external_id
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, FAULT_KINDS, SimulatorThread
 from tasks import app, cancel_request
 
 N = 1000

@@ -18,8 +18,8 @@ from tasks_support import (
     workers,
 )
 
-from kraken import normalize_external_id
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay import normalize_external_id
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks import app, cancel_request
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 from celery.backends.base import BaseBackend
 
-from kraken.errors import (
+from kraken.pay.errors import (
     AuthenticationError,
     ConfigurationError,
     InvalidNonce,

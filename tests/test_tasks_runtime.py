@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kraken import KrakenPayClient, RedisNonce
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken.pay import KrakenPayClient, RedisNonce
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import runtime
 from tasks.settings import Settings
 

@@ -6,9 +6,9 @@ import traceback
 
 import pytest
 
-from kraken import Credentials
-from kraken.errors import ConfigurationError
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken.pay import Credentials
+from kraken.pay.errors import ConfigurationError
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks.settings import Settings
 
 SECRET = DEMO_API_SECRET

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from tasks_support import CELERY, REPO
 
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 
 NOT_BASE64 = "s3cr3t-value-that-is-not-base64!!"
 

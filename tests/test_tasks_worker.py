@@ -25,9 +25,9 @@ from tasks_support import (
     workers,
 )
 
-from kraken import InvalidExternalId, normalize_external_id
-from kraken.errors import AuthenticationError, InvalidRequest
-from kraken.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay import InvalidExternalId, normalize_external_id
+from kraken.pay.errors import AuthenticationError, InvalidRequest
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks import app, cancel_request
 
 RESULT_TIMEOUT = 30

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from flask import Flask, abort, current_app, g, jsonify
 
-from kraken import normalize_external_id
+from kraken.pay import normalize_external_id
 from tasks import cancel_request, schedule_cancel, unschedule_cancel
 
 SCHEMA = """

@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 
-from kraken import normalize_external_id
+from kraken.pay import normalize_external_id
 from shop.models import Order
 from tasks import cancel_request, schedule_cancel, unschedule_cancel
 

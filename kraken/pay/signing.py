@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 
-from kraken.errors import ConfigurationError
+from kraken.pay.errors import ConfigurationError
 
 __all__ = ["Credentials", "sign"]
 

@@ -1,4 +1,4 @@
-"""``python -m kraken.simulator``: serve the simulator until SIGINT or SIGTERM.
+"""``python -m kraken.pay.simulator``: serve the simulator until SIGINT or SIGTERM.
 
 :func:`serve` is the blocking entry point that other commands (the ``kraken-pay`` CLI,
 docker-compose) reuse; :func:`main` only turns arguments into its parameters.
@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from kraken.simulator.server import DEMO_API_KEY, DEMO_API_SECRET, Simulator
+from kraken.pay.simulator.server import DEMO_API_KEY, DEMO_API_SECRET, Simulator
 
 __all__ = ["DEFAULT_PORT", "main", "serve"]
 
@@ -75,7 +75,7 @@ def _rate_limit(text: str) -> tuple[float, float]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m kraken.simulator",
+        prog="python -m kraken.pay.simulator",
         description="A local Kraken Pay server for tests, demos and benchmarks.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from kraken.external_id import InvalidExternalId, normalize_external_id
+from kraken.pay.external_id import InvalidExternalId, normalize_external_id
 
 __all__ = [
     "STATES",

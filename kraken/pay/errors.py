@@ -33,7 +33,7 @@ __all__ = [
     "parse_response",
 ]
 
-log = logging.getLogger("kraken")
+log = logging.getLogger("kraken.pay.errors")
 
 _EXCERPT = 200  # characters of an unparseable body kept for diagnosis
 

@@ -11,10 +11,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kraken.errors import PAY_ERROR_CLASS
-from kraken.external_id import InvalidExternalId, normalize_external_id
-from kraken.signing import Credentials
-from kraken.simulator.state import Counters, NonceGuard, PaymentRequests, TokenBuckets
+from kraken.pay.errors import PAY_ERROR_CLASS
+from kraken.pay.external_id import InvalidExternalId, normalize_external_id
+from kraken.pay.signing import Credentials
+from kraken.pay.simulator.state import Counters, NonceGuard, PaymentRequests, TokenBuckets
 
 __all__ = [
     "CANCEL_PATH",

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from kraken.errors import RateLimited
+from kraken.pay.errors import RateLimited
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -24,7 +24,7 @@ __all__ = ["STARTER_CAPACITY", "STARTER_PER_SECOND", "RateBudget"]
 STARTER_CAPACITY = 15
 STARTER_PER_SECOND = 0.33
 
-log = logging.getLogger("kraken.ratelimit")
+log = logging.getLogger("kraken.pay.ratelimit")
 
 # KEYS[1] TAT in microseconds. ARGV: interval_us, burst_us (capacity * interval), max_wait_us.
 # Returns the microseconds to wait before sending (0: now), or -wait when the wait would be
@@ -62,7 +62,7 @@ class RateBudget:
     """Calls per key: at most ``capacity`` at once, refilled at ``per_second``.
 
     ``acquire()`` waits (asynchronously) for a slot; a wait above ``max_wait`` raises
-    :class:`~kraken.errors.RateLimited` with ``retry_after`` instead, for a task to retry
+    :class:`~kraken.pay.errors.RateLimited` with ``retry_after`` instead, for a task to retry
     later rather than hold a worker.
 
     ``headroom`` calls of the burst are kept in reserve: a call reaches Kraken some

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import aiohttp
 from redis.exceptions import RedisError
 
-from kraken.errors import (
+from kraken.pay.errors import (
     ConfigurationError,
     InvalidNonce,
     KrakenError,
@@ -19,10 +19,10 @@ from kraken.errors import (
     TransportError,
     parse_response,
 )
-from kraken.external_id import normalize_external_id
-from kraken.nonce import ClockNonce, NonceSource
-from kraken.ratelimit import RateBudget
-from kraken.signing import Credentials
+from kraken.pay.external_id import normalize_external_id
+from kraken.pay.nonce import ClockNonce, NonceSource
+from kraken.pay.ratelimit import RateBudget
+from kraken.pay.signing import Credentials
 
 __all__ = ["CANCEL_REQUEST_PATH", "DEFAULT_BASE_URL", "KrakenPayClient", "Ordering"]
 
@@ -31,7 +31,7 @@ CANCEL_REQUEST_PATH = "/0/private/Pay/request/cancel"
 
 Ordering = Literal["serial", "window"]
 
-log = logging.getLogger("kraken.client")
+log = logging.getLogger("kraken.pay.client")
 
 # How much longer than one request the ordering lock lives, so a dead holder frees it soon
 # but a live one never loses it mid-request.
@@ -93,7 +93,7 @@ class KrakenPayClient:
         """Cancel the payment request ``external_id`` (normalised first); return Kraken's result.
 
         Kraken's answers about the request itself (unknown, already cancelled, not
-        cancellable) raise :class:`kraken.errors.PayRequestError` with a ``reason``.
+        cancellable) raise :class:`kraken.pay.errors.PayRequestError` with a ``reason``.
         """
         eid = normalize_external_id(external_id)
         return await self.private(CANCEL_REQUEST_PATH, {"external_id": eid})

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from kraken.simulator.app import make_app
-from kraken.simulator.faults import KINDS, Faults
-from kraken.simulator.pay import KrakenPay
-from kraken.simulator.state import Counters, canonical_external_id
+from kraken.pay.simulator.app import make_app
+from kraken.pay.simulator.faults import KINDS, Faults
+from kraken.pay.simulator.pay import KrakenPay
+from kraken.pay.simulator.state import Counters, canonical_external_id
 
 __all__ = ["DEMO_API_KEY", "DEMO_API_SECRET", "Simulator", "SimulatorThread"]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from kraken.simulator.faults import Fault, Faults
-from kraken.simulator.pay import (
+from kraken.pay.simulator.faults import Fault, Faults
+from kraken.pay.simulator.pay import (
     INVALID_NONCE,
     LOCKOUT,
     RATE_LIMIT_EXCEEDED,
@@ -25,10 +25,10 @@ from kraken.simulator.pay import (
     KrakenPay,
     answer,
 )
-from kraken.simulator.state import Counters, canonical_external_id
+from kraken.pay.simulator.state import Counters, canonical_external_id
 
 if TYPE_CHECKING:
-    from kraken.simulator.server import Simulator
+    from kraken.pay.simulator.server import Simulator
 
 __all__ = ["make_app"]
 

@@ -1,0 +1,3 @@
+from kraken.pay.simulator.cli import main
+
+raise SystemExit(main())

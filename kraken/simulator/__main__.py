@@ -1,3 +1,0 @@
-from kraken.simulator.cli import main
-
-raise SystemExit(main())
