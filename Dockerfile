@@ -16,5 +16,7 @@ RUN pip install . \
     && useradd --create-home --uid 10001 kraken
 
 USER kraken
-WORKDIR /home/kraken
+# celeryconfig.py (the standalone fleet's settings) is not installed: Celery finds it here, in
+# the working directory.
+WORKDIR /app
 CMD ["celery", "-A", "tasks", "worker", "--loglevel=INFO"]

@@ -34,12 +34,14 @@ from celery.result import ResultSet
 sys.path.remove(str(Path(__file__).resolve().parent))
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
-from tasks import app, bulk_cancel, cancel_request
-from tasks.app import noop
+from tasks import bulk_cancel, cancel_request
+from tasks.celery import app
 from tasks.embedded import redis_db, redis_server
 
 sys.path.append(str(Path(__file__).resolve().parent))
 from _support import Stopwatch, print_table, rate, redis_url, sim_call, simulator_process
+
+noop = app.tasks["kraken_pay.noop"]
 
 BROKER_DB = 14  # apart from the test suite's databases, which tests flush
 CELERY = str(Path(sys.executable).with_name("celery"))

@@ -32,12 +32,14 @@ from celery.result import ResultSet
 sys.path.remove(str(Path(__file__).resolve().parent))
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
-from tasks import app, cancel_request
-from tasks.app import noop
+from tasks import cancel_request
+from tasks.celery import app
 from tasks.embedded import redis_db, redis_server
 
 sys.path.append(str(Path(__file__).resolve().parent))
 from _support import print_table, rate, redis_url, sim_call, simulator_process
+
+noop = app.tasks["kraken_pay.noop"]
 
 AIM = 0.7
 BROKER_DB = 14  # apart from the test suite's databases, which tests flush
@@ -162,7 +164,7 @@ def main() -> None:
     print_table(
         [
             ("task", "workers", "tasks", "tasks/s (median)", "ratio", "aim"),
-            ("tasks.noop", workers, str(args.n), f"{noop_rate:,.0f}", "1.00", ""),
+            ("kraken_pay.noop", workers, str(args.n), f"{noop_rate:,.0f}", "1.00", ""),
             (
                 "cancel_request",
                 workers,

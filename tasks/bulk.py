@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery import Task, chord
+from celery import Celery, chord, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
@@ -44,11 +44,10 @@ from kraken.pay.errors import (
     TransientError,
 )
 from tasks import runtime
-from tasks.app import app
-from tasks.cancel import cancel_request
+from tasks.base import KrakenPayTask, broker_visibility_timeout, task_name
 from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
 from tasks.retry import VISIBILITY_MARGIN, RetryPolicy
-from tasks.settings import MAX_BULK_CHUNK, Settings, get_settings
+from tasks.settings import MAX_BULK_CHUNK, Settings
 
 __all__ = [
     "MAX_CHUNK",
@@ -56,6 +55,7 @@ __all__ = [
     "bulk_cancel",
     "bulk_summary",
     "cancel_chunk",
+    "chunk_time_limits",
     "chunk_window",
     "split",
 ]
@@ -150,50 +150,49 @@ def split(external_ids: Iterable[Any], chunk_size: int) -> Iterator[tuple[list[s
         yield ids, {**seed, "total": rest, "accepted": len(ids)}
 
 
-def bulk_signature(external_ids: Iterable[Any], chunk_size: int, **options: Any) -> chord:
-    """The chord that cancels ``external_ids``: one ``cancel_chunk`` per chunk, then a summary."""
+def bulk_signature(
+    app: Celery, external_ids: Iterable[Any], chunk_size: int, **options: Any
+) -> chord:
+    """The chord that cancels ``external_ids`` on ``app``: one ``cancel_chunk`` per chunk,
+    then a summary."""
     chunk_size = max(1, min(chunk_size, MAX_CHUNK))
     header = [
-        cancel_chunk.signature((ids,), {"_summary": seed}, **options)
+        app.signature(task_name("cancel_chunk"), (ids,), {"_summary": seed}, **options)
         for ids, seed in split(external_ids, chunk_size)
     ]
-    return chord(header, bulk_summary.signature((), {}, **options))
+    body = app.signature(task_name("bulk_summary"), (), {}, **options)
+    return chord(header, body, app=app)
 
 
-class BulkCancelTask(Task):
+class BulkCancelTask(KrakenPayTask):
     """Splits on the caller's side: ``delay(ids)`` sends the chunks and the chord, never one
     message with every id, and returns the result of the summary. A non-list argument is
     refused with ``TypeError`` before anything is sent."""
 
     def apply_async(self, args=None, kwargs=None, task_id=None, **options: Any):  # type: ignore[override]
         external_ids = _the_ids(args, kwargs)
-        if app.conf.task_always_eager:
+        if self.app.conf.task_always_eager:
             return super().apply_async((list(external_ids),), {}, task_id=task_id, **options)
-        route = {"queue": options.pop("queue")} if "queue" in options else {}
-        signature = bulk_signature(external_ids, get_settings().bulk_chunk, **route)
-        if not route:  # a worker sends the summary when the chord ends: route it from here
-            signature.body.set(queue=_queue_for(bulk_summary.name))
+        # The chunks and the summary (which a worker sends when the chord ends) go where
+        # this call says, else to the library's queue.
+        route = {"queue": options.pop("queue", None) or self.settings.queue}
+        signature = bulk_signature(self.app, external_ids, self.settings.bulk_chunk, **route)
         return signature.apply_async(task_id=task_id, **options)
 
 
-def _queue_for(task_name: str) -> str | None:
-    """The queue this process's routing (task_routes, task_default_queue) picks for a task."""
-    queue = app.amqp.router.route({}, task_name, (), {}).get("queue")
-    return getattr(queue, "name", queue)
-
-
-@app.task(bind=True, base=BulkCancelTask, name="tasks.bulk_cancel")
-def bulk_cancel(self: Task, external_ids: list[Any]) -> dict[str, Any]:
+@shared_task(bind=True, base=BulkCancelTask, name=task_name("bulk_cancel"))
+def bulk_cancel(self: BulkCancelTask, external_ids: list[Any]) -> dict[str, Any]:
     """Cancel every id of ``external_ids``; the result is the summary of the module docstring.
 
     Reached only when a message names this task directly (``send_task``, eager mode):
     ``delay`` and ``apply_async`` send the chunks themselves.
     """
-    signature = bulk_signature(_the_ids((external_ids,), None), get_settings().bulk_chunk)
-    return self.replace(signature)
+    ids = _the_ids((external_ids,), None)
+    route = route_of(self.request) or {"queue": self.settings.queue}
+    return self.replace(bulk_signature(self.app, ids, self.settings.bulk_chunk, **route))
 
 
-@app.task(name="tasks.bulk_summary")
+@shared_task(base=KrakenPayTask, name=task_name("bulk_summary"))
 def bulk_summary(chunk_summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The chord's callback: the chunks' summaries added up."""
     summary = merge(chunk_summaries)
@@ -322,17 +321,21 @@ async def _cancel_one(
 # ---------------------------------------------------------------- the chunk task
 
 
-def chunk_window(settings: Settings) -> float:
+def chunk_window(settings: Settings, visibility_timeout: float | None) -> float:
     """Seconds a chunk starts calls for: at most MAX_WINDOW, and short enough that the chunk,
-    its time limits and a retry countdown all fit in the visibility timeout."""
+    its time limits and a retry countdown all fit in the broker's visibility timeout
+    (``None``: the broker has none, as RabbitMQ)."""
+    if visibility_timeout is None:
+        return MAX_WINDOW
     _, hard = settings.task_time_limits()
-    spare = settings.visibility_timeout - settings.retry_max_delay - VISIBILITY_MARGIN - hard
+    spare = visibility_timeout - settings.retry_max_delay - VISIBILITY_MARGIN - hard
     return max(1.0, min(MAX_WINDOW, spare))
 
 
-def _chunk_time_limits(settings: Settings) -> tuple[float, float]:
+def chunk_time_limits(settings: Settings, visibility_timeout: float | None) -> tuple[float, float]:
+    """A chunk's (soft, hard) limits: a call's, plus the window in which it starts calls."""
     soft, hard = settings.task_time_limits()
-    window = chunk_window(settings)
+    window = chunk_window(settings, visibility_timeout)
     return soft + window, hard + window
 
 
@@ -346,8 +349,12 @@ def route_of(request: Any) -> dict[str, Any]:
     return {"queue": routing_key} if routing_key else {}
 
 
-def _hand_off(handoffs: Iterable[tuple[str, bool, float]], route: Mapping[str, Any]) -> int:
-    """Give ids that still fail to ``cancel_request``, whose retries are durable."""
+def _hand_off(
+    task: KrakenPayTask, handoffs: Iterable[tuple[str, bool, float]], route: Mapping[str, Any]
+) -> int:
+    """Give ids that still fail to ``cancel_request`` (on the same app), whose retries are
+    durable."""
+    cancel_request = task.task("cancel_request")
     count = 0
     now = time.time()
     for eid, ambiguous, delay in handoffs:
@@ -357,18 +364,14 @@ def _hand_off(handoffs: Iterable[tuple[str, bool, float]], route: Mapping[str, A
     return count
 
 
-_SOFT_LIMIT, _HARD_LIMIT = _chunk_time_limits(get_settings())
-
-
-@app.task(
+@shared_task(
     bind=True,
-    name="tasks.cancel_chunk",
+    base=KrakenPayTask,
+    name=task_name("cancel_chunk"),
     max_retries=None,  # a continuation is progress, not a failure; see the deadline below
-    soft_time_limit=_SOFT_LIMIT,
-    time_limit=_HARD_LIMIT,
 )
 def cancel_chunk(
-    self: Task,
+    self: KrakenPayTask,
     external_ids: list[str],
     _summary: dict[str, Any] | None = None,
     _ambiguous: list[str] | None = None,
@@ -379,7 +382,7 @@ def cancel_chunk(
     ``_summary`` carries what the chunk knows so far (its invalid ids, then the outcomes of
     earlier windows); ``_ambiguous`` the ids whose earlier attempt may have gone through.
     """
-    settings = get_settings()
+    settings = self.settings
     policy = RetryPolicy.from_settings(settings)
     count = len(external_ids)
     summary = merge([_summary or {**empty_summary(), "total": count, "accepted": count}])
@@ -388,9 +391,9 @@ def cancel_chunk(
         ambiguous = frozenset(external_ids)  # our earlier run may have sent any of them
     else:
         ambiguous = frozenset(_ambiguous or ())
-    window = chunk_window(settings)
+    window = chunk_window(settings, broker_visibility_timeout(self.app))
     work = cancel_many(
-        runtime.client(),
+        runtime.client(settings),
         external_ids,
         ambiguous=ambiguous,
         concurrency=settings.bulk_concurrency,
@@ -416,7 +419,7 @@ def cancel_chunk(
     if carried and time.time() - first_at >= policy.deadline:
         handoffs += [(eid, amb, 0.0) for eid, amb in carried]
         carried = []
-    summary["handed_off"] += _hand_off(handoffs, route)
+    summary["handed_off"] += _hand_off(self, handoffs, route)
     if carried:
         # asyncio's loop.time() is time.monotonic(): paused_until is on that clock.
         countdown = min(policy.max_delay, max(0.0, progress.paused_until - time.monotonic()))

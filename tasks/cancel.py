@@ -7,8 +7,11 @@ The result is a JSON object::
      "result": <Kraken's result, or null>, "error": <Kraken's error about the request, or null>}
 
 What Kraken says about the payment request is an outcome, not a failure. The task fails only
-when the system could not do its job: bad credentials or arguments (at once, logged once), or
-transient errors until the retry policy gave up (:class:`tasks.retry.RetriesExhausted`).
+when the system could not do its job: bad credentials or arguments (at once), or transient
+errors until the retry policy gave up (:class:`tasks.retry.RetriesExhausted`). A failure is an
+ordinary task failure, so error trackers report it, and it is logged once, in a line whose
+message names the error class (trackers group by it), with the external id and Kraken's
+error in the record's fields.
 """
 
 from __future__ import annotations
@@ -18,16 +21,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from celery import Task
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
 from kraken.pay.errors import PayRequestError, TransportError
 from tasks import runtime
-from tasks.app import app
+from tasks.base import KrakenPayTask, task_name
 from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
 from tasks.retry import RetriesExhausted, RetryPolicy, is_transient
-from tasks.settings import get_settings
 
 __all__ = ["OUTCOMES", "CancelRequestTask", "cancel_request"]
 
@@ -49,7 +51,7 @@ def _canonical_arguments(
     return args, kwargs
 
 
-class CancelRequestTask(Task):
+class CancelRequestTask(KrakenPayTask):
     """Validates the external id when the task is queued: a bad id raises
     :class:`kraken.InvalidExternalId` from ``delay``/``apply_async`` and nothing is sent, and
     the message carries the canonical id (a UUID becomes its base64 form)."""
@@ -57,10 +59,6 @@ class CancelRequestTask(Task):
     def apply_async(self, args=None, kwargs=None, *a: Any, **options: Any):  # type: ignore[override]
         args, kwargs = _canonical_arguments(args, kwargs)
         return super().apply_async(args, kwargs, *a, **options)
-
-
-def _policy() -> RetryPolicy:
-    return RetryPolicy.from_settings(get_settings())
 
 
 def _log_attempt(eid: str, attempt: int, error: BaseException | None, delay: float | None) -> None:
@@ -119,13 +117,14 @@ def _result(
 
 
 def _fail(eid: str, attempt: int, exc: BaseException, why: str) -> None:
+    # The message template names the class, so trackers group failures by class; the
+    # varying parts are arguments and fields.
     log.error(
-        "cancel_request failed external_id=%s attempt=%d error=%s kraken_error=%r reason=%s",
+        f"cancel_request failed: {type(exc).__name__} ({why})"
+        " external_id=%s attempt=%d kraken_error=%r",
         eid,
         attempt,
-        type(exc).__name__,
         kraken_error(exc),
-        why,
         extra={
             "event": "cancel_request.failed",
             "external_id": eid,
@@ -137,16 +136,15 @@ def _fail(eid: str, attempt: int, exc: BaseException, why: str) -> None:
     )
 
 
-@app.task(
+@shared_task(
     bind=True,
     base=CancelRequestTask,
-    name="tasks.cancel_request",
+    name=task_name("cancel_request"),
     max_retries=None,  # tasks/retry.py decides, not Celery's counter
-    # Failures we raise on purpose: Celery logs them in one line without a traceback;
-    # our own line above says which request and which Kraken error.
-    throws=(KrakenError, RetriesExhausted, InvalidExternalId),
 )
-def cancel_request(self: Task, external_id: Any, _retry: dict[str, Any] | None = None) -> dict:
+def cancel_request(
+    self: CancelRequestTask, external_id: Any, _retry: dict[str, Any] | None = None
+) -> dict:
     """Cancel the Kraken Pay payment request ``external_id``; see the module's docstring.
 
     ``_retry`` is the task's own state across retries (JSON): when the first attempt began,
@@ -164,13 +162,13 @@ def cancel_request(self: Task, external_id: Any, _retry: dict[str, Any] | None =
         _fail(str(external_id)[:40], attempt, exc, "invalid_argument")
         raise
 
+    settings = self.settings
     try:
-        settings = get_settings()
-        result = runtime.run(runtime.client().cancel_request(eid), settings.attempt_timeout)
+        call = runtime.client(settings).cancel_request(eid)
+        result = runtime.run(call, settings.attempt_timeout)
     except PayRequestError as exc:
         outcome = pay_outcome(exc, ambiguous_before)
         if outcome is None:
-            _log_attempt(eid, attempt, exc, None)
             _fail(eid, attempt, exc, "terminal")
             raise
         _log_attempt(eid, attempt, None, None)
@@ -185,8 +183,7 @@ def cancel_request(self: Task, external_id: Any, _retry: dict[str, Any] | None =
         exc: BaseException = caught
         if not isinstance(exc, KrakenError):  # our own wait ran out: the call may have gone out
             exc = TransportError(f"attempt interrupted: {type(caught).__name__}", ambiguous=True)
-        countdown = _policy().decide(exc, attempt, time.time() - first_at)
-        _log_attempt(eid, attempt, exc, countdown)
+        countdown = RetryPolicy.from_settings(settings).decide(exc, attempt, time.time() - first_at)
         if countdown is None:
             if not is_transient(exc):
                 _fail(eid, attempt, exc, "terminal")
@@ -194,6 +191,7 @@ def cancel_request(self: Task, external_id: Any, _retry: dict[str, Any] | None =
             _fail(eid, attempt, exc, "retries_exhausted")
             last = exc.to_dict() if isinstance(exc, KrakenError) else {}
             raise RetriesExhausted(eid, attempt, last) from None
+        _log_attempt(eid, attempt, exc, countdown)
         state = {
             "first_at": first_at,
             "ambiguous": ambiguous_before or bool(getattr(exc, "ambiguous", False)),

@@ -154,6 +154,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.main(argv, prog_name="kraken-pay")
 
 
+def _app() -> Any:
+    """The standalone app (the commands publish through it); ConfigurationError if its
+    configuration cannot be loaded."""
+    from tasks.standalone import standalone_app
+
+    return standalone_app()
+
+
+def _settings() -> Any:
+    """The library's settings, as the standalone fleet's workers resolve them."""
+    from tasks.settings import settings_for
+
+    return settings_for(_app())
+
+
 # ----------------------------------------------------------------------------- ids
 
 
@@ -233,9 +248,9 @@ def release_results() -> None:
     """Close the result subscription while Redis still answers. Results freed later, at
     interpreter exit, then have nothing to unsubscribe from (Celery would print a traceback
     trying to, from ``AsyncResult.__del__``)."""
-    from tasks import app
+    from tasks.standalone import standalone_app
 
-    consumer = getattr(app.backend, "result_consumer", None)
+    consumer = getattr(standalone_app().backend, "result_consumer", None)
     if consumer is not None:
         consumer.stop()
         consumer.subscribed_to.clear()
@@ -246,8 +261,8 @@ def _require_celery() -> None:
 
     Celery itself would retry for many seconds and end with a long message.
     """
-    from tasks import app
-
+    app = _app()
+    _settings()  # a bad setting is refused before anything is sent, in one line
     findings = [_check_broker(app.conf.broker_url)]
     backend = str(app.conf.result_backend or "")
     if backend.startswith(("redis://", "rediss://", "unix://")):
@@ -295,9 +310,8 @@ def _outcome_text(result: dict[str, Any]) -> str:
 async def _cancel_direct(eids: list[str]) -> list[tuple[str, Outcome]]:
     """One call per id from this process; stops at the first error that would repeat."""
     from kraken.pay import KrakenPayClient
-    from tasks.settings import Settings
 
-    settings = Settings.from_env()
+    settings = _settings()
     credentials = settings.credentials()
     nonce, close_nonce = await _direct_nonce(settings.redis_url, credentials.key_id)
     client = KrakenPayClient(
@@ -529,9 +543,7 @@ def _redis_now() -> datetime:
     """Now by Redis's clock, the one the dispatcher compares due times with."""
     import redis
 
-    from tasks.settings import get_settings
-
-    client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=_CHECK_TIMEOUT)
+    client = redis.Redis.from_url(_settings().redis_url, socket_timeout=_CHECK_TIMEOUT)
     try:
         seconds, micros = client.time()
     finally:
@@ -558,7 +570,7 @@ def schedule(external_id: str, in_: str | None, at: str | None) -> int:
         raise click.BadParameter(str(exc), param_hint="--in" if in_ else "--at") from None
     from tasks import schedule_cancel
 
-    due = schedule_cancel(eid, **when)  # type: ignore[arg-type]
+    due = schedule_cancel(eid, app=_app(), **when)  # type: ignore[arg-type]
     click.echo(f"{eid}  scheduled  {_iso(due)} ({_when(due, _redis_now())})")
     return EXIT_OK
 
@@ -570,7 +582,7 @@ def unschedule(external_id: str) -> int:
     eid = _parse_ids([external_id])[0]
     from tasks import unschedule_cancel
 
-    if unschedule_cancel(eid):
+    if unschedule_cancel(eid, app=_app()):
         click.echo(f"{eid}  unscheduled")
         return EXIT_OK
     click.echo(f"{eid}  was not scheduled")
@@ -589,7 +601,7 @@ def scheduled_command(limit: int | None, overdue: float | None) -> int:
     """List the scheduled cancellations, soonest first, with when each is due."""
     from tasks import scheduled
 
-    entries = scheduled(limit=limit)
+    entries = scheduled(limit=limit, app=_app())
     now = _redis_now()
     for eid, due in entries:
         click.echo(f"{_iso(due)}  {eid}  {_when(due, now)}")
@@ -660,17 +672,15 @@ def check(max_skew: float) -> int:
     decodes, and how many bytes it holds. Exits 0 only when every check passes; otherwise
     with the status of the most basic problem (3, then 4, then 1).
     """
-    from tasks.settings import Settings
-
     try:
-        settings = Settings.from_env()
+        settings = _settings()
     except ConfigurationError as exc:
         findings = [Finding("settings", str(exc), EXIT_CONFIG)]
     else:
         findings = [
             _check_credentials(settings),
             _check_redis(settings.redis_url),
-            _check_broker(settings.broker_url),
+            _check_broker(_app().conf.broker_url),
             _check_api(settings.api_url),
         ]
         if findings[1].ok:
@@ -692,7 +702,7 @@ def _check_credentials(settings: Any) -> Finding:
         credentials = settings.credentials()
     except ConfigurationError as exc:
         return Finding("credentials", str(exc), EXIT_CONFIG)
-    size = len(base64.b64decode(settings.api_secret))
+    size = len(base64.b64decode(settings.api_secret.reveal()))
     return Finding(
         "credentials",
         f"KRAKEN_API_KEY is set (key id {credentials.key_id}); "

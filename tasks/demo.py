@@ -242,13 +242,14 @@ def worker_env(sim_url: str, redis_url: str) -> dict[str, str]:
 
 def _use_broker(env: dict[str, str]) -> None:
     """Point this process's Celery app at the demo's Redis before it connects anywhere."""
-    from tasks import app
-    from tasks.settings import get_settings
+    from tasks.settings import forget
+    from tasks.standalone import standalone_app
 
     for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         os.environ.pop(name, None)
     os.environ["REDIS_URL"] = env["REDIS_URL"]
-    get_settings.cache_clear()
+    app = standalone_app()
+    forget(app)
     app.conf.update(broker_url=env["REDIS_URL"], result_backend=env["REDIS_URL"])
 
 
@@ -311,8 +312,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _wait_ready(nodes: list[_Node], timeout: float = 60.0) -> None:
     """Return once every worker answers a ping; fail with its last log line if it died."""
-    from tasks import app
+    from tasks.standalone import standalone_app
 
+    app = standalone_app()
     deadline = time.monotonic() + timeout
     waiting = {node.name for node in nodes}
     while waiting:

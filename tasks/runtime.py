@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import redis.asyncio
 
 from kraken.pay import KrakenPayClient, RateBudget, RedisNonce
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings
 
 __all__ = ["Runtime", "client", "current", "run", "set_client_factory", "shutdown", "start"]
 
@@ -34,10 +34,9 @@ ClientFactory = Callable[[], Awaitable[Any]]
 _CLOSE_TIMEOUT = 5.0
 
 
-async def build_client(settings: Settings | None = None) -> KrakenPayClient:
+async def build_client(settings: Settings) -> KrakenPayClient:
     """The production client: Redis nonces and a rate budget shared by every worker of the
-    key, settings from the env."""
-    settings = settings or get_settings()
+    key."""
     credentials = settings.credentials()
     shared = redis.asyncio.Redis.from_url(settings.redis_url)
     nonce = RedisNonce(shared, credentials.key_id)
@@ -162,16 +161,26 @@ def set_client_factory(factory: ClientFactory | None) -> None:
     _factory = factory
 
 
-def start() -> Runtime:
-    """The runtime of this process, started if needed (idempotent, thread-safe, fork-safe)."""
+def start(settings: Settings | None = None) -> Runtime:
+    """The runtime of this process, started if needed (idempotent, thread-safe, fork-safe).
+
+    The first start builds the client from ``settings`` (those of the app whose task runs
+    first), unless a factory was set with :func:`set_client_factory`.
+    """
     global _runtime
     runtime = _runtime
     if runtime is not None and runtime.alive:
         return runtime
     with _lock:
         if _runtime is None or not _runtime.alive:
-            _runtime = Runtime(_factory or build_client)
+            _runtime = Runtime(_factory or _production_factory(settings))
         return _runtime
+
+
+def _production_factory(settings: Settings | None) -> ClientFactory:
+    if settings is None:
+        raise RuntimeError("the runtime needs the app's settings to build its client")
+    return lambda: build_client(settings)
 
 
 def current() -> Runtime | None:
@@ -180,9 +189,9 @@ def current() -> Runtime | None:
     return runtime if runtime is not None and runtime.alive else None
 
 
-def client() -> Any:
-    """This process's client."""
-    return start().client
+def client(settings: Settings | None = None) -> Any:
+    """This process's client, built from ``settings`` on first use."""
+    return start(settings).client
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:

@@ -2,11 +2,13 @@
 
 ``schedule_cancel(eid, at=...)`` or ``schedule_cancel(eid, in_=...)`` puts the id in one
 sorted set, scored by its due time; scheduling it again moves it, ``unschedule_cancel(eid)``
-removes it. Both are plain functions that a web process can call: they need only
-``REDIS_URL``. Nothing is a Celery ETA task: those sit in worker memory, and the Redis
-broker delivers them twice once its visibility timeout runs out.
+removes it. Both are plain functions that a web process can call: they need only the
+``redis_url`` setting (of Celery's current app, or of ``app=``). Nothing is a Celery ETA
+task: those sit in worker memory, and the Redis broker delivers them twice once its
+visibility timeout runs out.
 
-Every ``KRAKEN_SCHEDULE_INTERVAL`` seconds, beat sends ``dispatch_due``. One Lua script
+Every ``KRAKEN_SCHEDULE_INTERVAL`` seconds, beat sends ``dispatch_due`` (the entries of
+:func:`tasks.beat_schedule`, which a project merges into its own beat schedule). One Lua script
 claims the due ids atomically, moving them to a second sorted set scored by a lease's end;
 the task sends them to ``bulk_cancel`` and only then drops them from that set. A worker
 that dies in between leaves the lease to expire, and a later run sends the ids again: an id
@@ -14,8 +16,9 @@ may be cancelled twice (the second answer, "already cancelled", is harmless), ne
 Two beats by mistake send twice as many ``dispatch_due``; the atomic claim still hands each
 id to one of them. Due times are compared with Redis's own ``TIME``: one clock for all hosts.
 
-``KRAKEN_PAY_SWEEP=module:function`` names a function of yours that returns ids to cancel
-(unpaid orders older than 30 minutes, say); beat calls it every
+``KRAKEN_PAY_SWEEP=module:function`` (``pay_sweep`` in the app's ``kraken_pay`` dict) names a
+function of yours that returns ids to cancel (unpaid orders older than 30 minutes, say); beat
+calls it every
 ``KRAKEN_PAY_SWEEP_INTERVAL`` seconds through ``sweep`` and bulk-cancels what it returns.
 With Django (``DJANGO_SETTINGS_MODULE=shop.settings`` and
 ``KRAKEN_PAY_SWEEP=shop.sweeps:abandoned_orders`` for the workers)::
@@ -53,13 +56,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis as redis_sync
-from celery import Task
+from celery import shared_task
 
 from kraken.pay import normalize_external_id
 from kraken.pay.errors import ConfigurationError
-from tasks.app import app
-from tasks.bulk import bulk_cancel, route_of
-from tasks.settings import get_settings
+from tasks.base import KrakenPayTask, task_name
+from tasks.bulk import route_of
+from tasks.settings import settings_for
 
 __all__ = [
     "DISPATCHING_KEY",
@@ -129,9 +132,9 @@ _clients: dict[tuple[int, str], redis_sync.Redis] = {}
 _clients_lock = threading.Lock()
 
 
-def _default_redis() -> redis_sync.Redis:
-    """One client per process for REDIS_URL (a forked child makes its own)."""
-    key = (os.getpid(), get_settings().redis_url)
+def _default_redis(app: Any = None) -> redis_sync.Redis:
+    """One client per process for the app's ``redis_url`` (a forked child makes its own)."""
+    key = (os.getpid(), settings_for(app).redis_url)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
@@ -172,6 +175,7 @@ def schedule_cancel(
     at: datetime | None = None,
     in_: timedelta | float | None = None,
     redis: redis_sync.Redis | None = None,
+    app: Any = None,
 ) -> datetime:
     """Cancel ``external_id`` at ``at`` (timezone-aware) or ``in_`` from now; return when.
 
@@ -180,29 +184,31 @@ def schedule_cancel(
     """
     eid = normalize_external_id(external_id)
     mode, seconds = _due_argument(at, in_)
-    client = redis or _default_redis()
+    client = redis or _default_redis(app)
     score = client.register_script(_SCHEDULE)(
         keys=[SCHEDULE_KEY, DISPATCHING_KEY], args=[eid, mode, repr(seconds)]
     )
     return _as_datetime(score)
 
 
-def unschedule_cancel(external_id: Any, *, redis: redis_sync.Redis | None = None) -> bool:
+def unschedule_cancel(
+    external_id: Any, *, redis: redis_sync.Redis | None = None, app: Any = None
+) -> bool:
     """Forget the scheduled cancellation of ``external_id``; ``False`` if none was waiting.
 
     A dispatch already under way may still cancel it.
     """
     eid = normalize_external_id(external_id)
-    client = redis or _default_redis()
+    client = redis or _default_redis(app)
     script = client.register_script(_UNSCHEDULE)
     return bool(script(keys=[SCHEDULE_KEY, DISPATCHING_KEY], args=[eid]))
 
 
 def scheduled(
-    *, limit: int | None = None, redis: redis_sync.Redis | None = None
+    *, limit: int | None = None, redis: redis_sync.Redis | None = None, app: Any = None
 ) -> list[tuple[str, datetime]]:
     """The waiting ids with their due times, soonest first."""
-    client = redis or _default_redis()
+    client = redis or _default_redis(app)
     stop = -1 if limit is None else limit - 1
     entries = client.zrange(SCHEDULE_KEY, 0, stop, withscores=True)
     return [(eid.decode(), _as_datetime(score)) for eid, score in entries]
@@ -227,11 +233,12 @@ def release(redis: redis_sync.Redis, external_ids: Iterable[str]) -> None:
         redis.zrem(DISPATCHING_KEY, *ids)
 
 
-@app.task(bind=True, name="tasks.dispatch_due", ignore_result=True)
-def dispatch_due(self: Task) -> int:
+@shared_task(bind=True, base=KrakenPayTask, name=task_name("dispatch_due"), ignore_result=True)
+def dispatch_due(self: KrakenPayTask) -> int:
     """Send every due scheduled cancellation to ``bulk_cancel``; return how many."""
-    client = _default_redis()
+    client = _default_redis(self.app)
     route = route_of(self.request)
+    bulk_cancel = self.task("bulk_cancel")
     sent = 0
     while True:
         ids = claim_due(client, limit=DISPATCH_BATCH, lease=LEASE)
@@ -254,29 +261,32 @@ def dispatch_due(self: Task) -> int:
 
 
 def load_sweep(target: str) -> Callable[[], Iterable[Any]]:
-    """Import the ``module:function`` that ``KRAKEN_PAY_SWEEP`` names."""
+    """Import the ``module:function`` that ``KRAKEN_PAY_SWEEP`` names (a worker of the
+    library's queue does so when it starts, so a typo stops it there)."""
     module_name, sep, function_name = target.partition(":")
     if not (module_name and sep and function_name):
         raise ConfigurationError(
-            f"KRAKEN_PAY_SWEEP: must be 'module:function', such as 'shop.sweeps:abandoned', "
-            f"not {target!r}"
+            "KRAKEN_PAY_SWEEP: must be 'module:function', such as 'shop.sweeps:abandoned'"
         )
     try:
         function = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"KRAKEN_PAY_SWEEP: cannot load {target!r}: {exc}") from exc
+        raise ConfigurationError(
+            f"KRAKEN_PAY_SWEEP: cannot load {target!r}: {type(exc).__name__}"
+        ) from None
     if not callable(function):
         raise ConfigurationError(f"KRAKEN_PAY_SWEEP: {target!r} is not callable")
     return function
 
 
-@app.task(bind=True, name="tasks.sweep", ignore_result=True)
-def sweep(self: Task) -> int:
+@shared_task(bind=True, base=KrakenPayTask, name=task_name("sweep"), ignore_result=True)
+def sweep(self: KrakenPayTask) -> int:
     """Call the user's sweep (``KRAKEN_PAY_SWEEP``) and bulk-cancel the ids it returns."""
-    target = get_settings().sweep
+    target = self.settings.pay_sweep
     if not target:
         return 0
     ids = list(load_sweep(target)() or ())
+    bulk_cancel = self.task("bulk_cancel")
     bulk = bulk_cancel.apply_async((ids,), **route_of(self.request)) if ids else None
     log.info(
         "sweep %s returned count=%d bulk=%s",

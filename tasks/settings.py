@@ -1,27 +1,40 @@
-"""Every setting of the workers, read from the environment once, in one frozen object.
+"""The library's settings, resolved lazily for the Celery app that runs the tasks.
 
-The names are public (the README lists them). A web process that only queues tasks needs
-none of the ``KRAKEN_API_*`` variables; a worker refuses to start without a usable secret.
-The secret is kept out of ``repr`` and is never put into Celery's configuration.
+Each setting is looked up key by key: first in the running app's ``app.conf.kraken_pay``
+dict (in Django, ``CELERY_KRAKEN_PAY = {...}`` with ``namespace="CELERY"``; in Flask,
+``CELERY = {"kraken_pay": {...}}``), then in the environment. A dict key is its variable's
+name without ``KRAKEN_`` in lower case (``timeout`` for ``KRAKEN_TIMEOUT``, ``redis_url`` for
+``REDIS_URL``). Nothing is read at import: a worker resolves them when it starts, a web
+process at its first call. A bad value is one :class:`ConfigurationError` line naming the
+setting and the rule, never the value (it may be a secret put in the wrong place).
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import hmac
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kraken.pay import DEFAULT_BASE_URL, Credentials
 from kraken.pay.errors import ConfigurationError
 from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND
+from tasks import parsing
+from tasks.parsing import DEFAULT_QUEUE, DEFAULT_REDIS_URL, MAX_BULK_CHUNK
 
-__all__ = ["DEFAULT_REDIS_URL", "MAX_BULK_CHUNK", "Settings", "get_settings"]
+__all__ = [
+    "CONF_KEY",
+    "DEFAULT_QUEUE",
+    "DEFAULT_REDIS_URL",
+    "MAX_BULK_CHUNK",
+    "Secret",
+    "Settings",
+    "settings_for",
+]
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-MAX_BULK_CHUNK = 5000  # ids in one broker message, whatever KRAKEN_BULK_CHUNK says
+CONF_KEY = "kraken_pay"  # app.conf.kraken_pay
 
 # How much longer than the client's own worst case one attempt may take before `run()` gives
 # up on it, and how far the task time limits sit above that.
@@ -30,87 +43,60 @@ _SOFT_LIMIT_SLACK = 5.0
 _HARD_LIMIT_SLACK = 15.0
 
 
-def _text(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip()
-    return value or default
+class Secret:
+    """A string that never shows itself: not in ``repr``, ``str``, ``vars`` or a pickle."""
 
+    __slots__ = ("_value",)
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}: must be a number of seconds, not {raw!r}") from None
-    if not math.isfinite(value) or value <= minimum:
-        raise ConfigurationError(f"{name}: must be a number above {minimum:g}, not {raw!r}")
-    return value
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "_value", value)
 
+    def reveal(self) -> str:
+        return self._value
 
-def _integer(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}: must be a whole number, not {raw!r}") from None
-    if value < 1:
-        raise ConfigurationError(f"{name}: must be at least 1, not {raw!r}")
-    return value
+    def __bool__(self) -> bool:
+        return bool(self._value)
 
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)" if self._value else "Secret(<empty>)"
 
-def _rate(env: Mapping[str, str]) -> float | None:
-    """KRAKEN_RATE_PER_SECOND: calls per second, or ``None`` for "off" (or 0)."""
-    raw = env.get("KRAKEN_RATE_PER_SECOND", "").strip().lower()
-    if raw in ("off", "0", "0.0"):
-        return None
-    return _number(env, "KRAKEN_RATE_PER_SECOND", STARTER_PER_SECOND)
+    __str__ = __repr__
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
 
-def _capacity(env: Mapping[str, str]) -> float:
-    capacity = _number(env, "KRAKEN_RATE_CAPACITY", float(STARTER_CAPACITY))
-    if capacity < 1:
-        raise ConfigurationError(f"KRAKEN_RATE_CAPACITY: must be at least 1 call, not {capacity:g}")
-    return capacity
+    def __hash__(self) -> int:
+        return hash(Secret)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Secret is immutable")
 
-def _chunk(env: Mapping[str, str]) -> int:
-    chunk = _integer(env, "KRAKEN_BULK_CHUNK", 1000)
-    if chunk > MAX_BULK_CHUNK:
-        raise ConfigurationError(
-            f"KRAKEN_BULK_CHUNK: must be at most {MAX_BULK_CHUNK} ids per message, not {chunk}"
-        )
-    return chunk
+    def __copy__(self) -> Secret:
+        return self
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:  # dataclasses.asdict copies
+        return self
 
-def _sweep(env: Mapping[str, str]) -> str:
-    target = env.get("KRAKEN_PAY_SWEEP", "").strip()
-    module, sep, function = target.partition(":")
-    if target and not (module and sep and function):
-        raise ConfigurationError(
-            f"KRAKEN_PAY_SWEEP: must be 'module:function', such as 'shop.sweeps:abandoned', "
-            f"not {target!r}"
-        )
-    return target
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled: the API secret must not leave the process")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The worker's configuration; each field names its environment variable and default."""
+    """Every setting, its variable and its default; ``Settings()`` is the defaults."""
 
     # KRAKEN_API_KEY / KRAKEN_API_SECRET: required by workers, never by web processes.
     api_key: str = field(default="", repr=False)
-    api_secret: str = field(default="", repr=False)
+    api_secret: Secret = field(default=Secret(""), repr=False)
     # KRAKEN_API_URL: where the private API lives (the simulator's URL in tests and the demo).
     api_url: str = DEFAULT_BASE_URL
-    # REDIS_URL: nonces, ordering locks and rate budgets; shared by every worker of a key.
+    # REDIS_URL: nonces, ordering locks, rate budgets and scheduled cancellations.
     redis_url: str = DEFAULT_REDIS_URL
-    # CELERY_BROKER_URL / CELERY_RESULT_BACKEND: default to REDIS_URL.
-    broker_url: str = DEFAULT_REDIS_URL
-    result_backend: str = DEFAULT_REDIS_URL
-    # KRAKEN_ORDERING: "serial" (a per-key lock, no nonce is ever rejected) or "window".
+    # KRAKEN_QUEUE: the one queue every task of the library goes to.
+    queue: str = DEFAULT_QUEUE
+    # KRAKEN_ORDERING: "serial" (a per-key turn, nonces reach Kraken in order) or "window".
     ordering: Literal["serial", "window"] = "serial"
     # KRAKEN_TIMEOUT: seconds the client waits for one HTTP answer.
     timeout: float = 10.0
@@ -119,22 +105,12 @@ class Settings:
     retry_max_delay: float = 300.0
     retry_max_attempts: int = 10
     retry_deadline: float = 3600.0
-    # CELERY_VISIBILITY_TIMEOUT: seconds before Redis hands an unacknowledged task to another
-    # worker. Must exceed the longest retry delay plus the task time limit.
-    visibility_timeout: float = 900.0
-    # CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT: default to a margin above the
-    # longest one attempt can take (see attempt_timeout).
-    soft_time_limit: float | None = None
-    time_limit: float | None = None
-    # CELERY_RESULT_EXPIRES: seconds a task result is kept in the result backend.
-    result_expires: float = 86400.0
     # KRAKEN_RATE_CAPACITY / KRAKEN_RATE_PER_SECOND: the rate budget every worker of a key
-    # shares (kraken/pay/ratelimit.py); Kraken's Starter tier by default. KRAKEN_RATE_PER_SECOND
-    # "off" or 0 turns it off (then rate_per_second is None).
+    # shares (kraken/pay/ratelimit.py); Kraken's Starter tier by default.
+    # KRAKEN_RATE_PER_SECOND "off" or 0 turns it off (then rate_per_second is None).
     rate_capacity: float = float(STARTER_CAPACITY)
     rate_per_second: float | None = STARTER_PER_SECOND
-    # KRAKEN_RATE_MAX_WAIT: seconds a call may wait for the budget; longer raises RateLimited,
-    # which the task retries later instead of holding the worker.
+    # KRAKEN_RATE_MAX_WAIT: seconds a call may wait for the budget before it is retried later.
     rate_max_wait: float = 10.0
     # KRAKEN_BULK_CHUNK: ids per bulk_cancel chunk message (at most MAX_BULK_CHUNK).
     bulk_chunk: int = 1000
@@ -144,50 +120,33 @@ class Settings:
     schedule_interval: float = 1.0
     # KRAKEN_PAY_SWEEP: "module:function" of yours returning ids to cancel; beat calls it
     # every KRAKEN_PAY_SWEEP_INTERVAL seconds and bulk-cancels what it returns.
-    sweep: str = ""
-    sweep_interval: float = 300.0
+    pay_sweep: str = ""
+    pay_sweep_interval: float = 300.0
+    # KRAKEN_SOFT_TIME_LIMIT / KRAKEN_TIME_LIMIT: the workers' time limits of one attempt;
+    # by default a margin above the longest one attempt can take (see attempt_timeout).
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+
+    @classmethod
+    def resolve(
+        cls, conf: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from ``conf`` (the app's ``kraken_pay`` dict), then ``env``."""
+        conf = _checked_conf(conf)
+        env = os.environ if env is None else env
+        values = {spec.key: spec.read(conf, env) for spec in parsing.SPECS}
+        values["api_secret"] = Secret(values["api_secret"])
+        settings = cls(**values)
+        settings.task_time_limits()
+        return settings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        redis_url = _text(env, "REDIS_URL", DEFAULT_REDIS_URL)
-        broker_url = _text(env, "CELERY_BROKER_URL", redis_url)
-        ordering = _text(env, "KRAKEN_ORDERING", "serial").lower()
-        if ordering not in ("serial", "window"):
-            raise ConfigurationError(
-                f"KRAKEN_ORDERING: must be 'serial' or 'window', not {ordering!r}"
-            )
-        settings = cls(
-            api_key=env.get("KRAKEN_API_KEY", "").strip(),
-            api_secret=env.get("KRAKEN_API_SECRET", "").strip(),
-            api_url=_text(env, "KRAKEN_API_URL", DEFAULT_BASE_URL),
-            redis_url=redis_url,
-            broker_url=broker_url,
-            result_backend=_text(env, "CELERY_RESULT_BACKEND", redis_url),
-            ordering=ordering,  # type: ignore[arg-type]
-            timeout=_number(env, "KRAKEN_TIMEOUT", 10.0),
-            retry_base_delay=_number(env, "KRAKEN_RETRY_BASE_DELAY", 1.0),
-            retry_max_delay=_number(env, "KRAKEN_RETRY_MAX_DELAY", 300.0),
-            retry_max_attempts=_integer(env, "KRAKEN_RETRY_MAX_ATTEMPTS", 10),
-            retry_deadline=_number(env, "KRAKEN_RETRY_DEADLINE", 3600.0),
-            visibility_timeout=_number(env, "CELERY_VISIBILITY_TIMEOUT", 900.0),
-            soft_time_limit=_number(env, "CELERY_TASK_SOFT_TIME_LIMIT", 0.0) or None,
-            time_limit=_number(env, "CELERY_TASK_TIME_LIMIT", 0.0) or None,
-            result_expires=_number(env, "CELERY_RESULT_EXPIRES", 86400.0),
-            rate_capacity=_capacity(env),
-            rate_per_second=_rate(env),
-            rate_max_wait=_number(env, "KRAKEN_RATE_MAX_WAIT", 10.0),
-            bulk_chunk=_chunk(env),
-            bulk_concurrency=_integer(env, "KRAKEN_BULK_CONCURRENCY", 8),
-            schedule_interval=_number(env, "KRAKEN_SCHEDULE_INTERVAL", 1.0),
-            sweep=_sweep(env),
-            sweep_interval=_number(env, "KRAKEN_PAY_SWEEP_INTERVAL", 300.0),
-        )
-        settings.task_time_limits()  # refuse inconsistent limits now, not in the worker
-        return settings
+        """Settings from the environment alone (the standalone fleet, the command line)."""
+        return cls.resolve(None, env)
 
     def credentials(self) -> Credentials:
-        """The validated credentials; errors name the variable, never the value."""
+        """The validated credentials; errors name the setting, never the value."""
         if not self.api_key:
             raise ConfigurationError("KRAKEN_API_KEY: is not set (the worker needs the API key)")
         if not self.api_secret:
@@ -195,40 +154,78 @@ class Settings:
                 "KRAKEN_API_SECRET: is not set (the worker needs the key's private secret)"
             )
         try:
-            return Credentials(self.api_key, self.api_secret)
+            return Credentials(self.api_key, self.api_secret.reveal())
         except ConfigurationError as exc:
             rule = str(exc).partition(": ")[2] or str(exc)
-            variable = "KRAKEN_API_KEY" if str(exc).startswith("api_key") else "KRAKEN_API_SECRET"
-            raise ConfigurationError(f"{variable}: {rule}") from None
+            name = "KRAKEN_API_KEY" if str(exc).startswith("api_key") else "KRAKEN_API_SECRET"
+            raise ConfigurationError(f"{name}: {rule}") from None
 
     @property
     def attempt_timeout(self) -> float:
-        """The longest one call may take: the rate budget's wait, the ordering lock's wait,
+        """The longest one call may take: the rate budget's wait, the ordering turn's wait,
         the request, one re-sign.
 
-        The client waits for the per-key lock up to four times its lifetime (timeout + 2 s)
+        The client waits for the per-key turn up to four times its lifetime (timeout + 2 s)
         and may send twice in window mode; ``run()`` waits a little longer than all of that.
         """
         budget_wait = self.rate_max_wait if self.rate_per_second else 0.0
         return budget_wait + 4 * (self.timeout + 2.0) + 2 * self.timeout + _ATTEMPT_SLACK
 
     def task_time_limits(self) -> tuple[float, float]:
-        """(soft, hard) task time limits in seconds: above the client's timeouts by default."""
+        """(soft, hard) time limits of ``cancel_request``: by default above the client's own
+        timeouts, so that the client's timeout, not the limit, ends a slow call."""
         soft = self.soft_time_limit or self.attempt_timeout + _SOFT_LIMIT_SLACK
         hard = self.time_limit or max(soft, self.attempt_timeout) + _HARD_LIMIT_SLACK
         if soft <= self.timeout:
             raise ConfigurationError(
-                f"CELERY_TASK_SOFT_TIME_LIMIT: must be above KRAKEN_TIMEOUT ({self.timeout:g}s), "
-                f"not {soft:g}"
+                f"KRAKEN_SOFT_TIME_LIMIT: must be above KRAKEN_TIMEOUT ({self.timeout:g}s)"
             )
         if hard <= soft:
             raise ConfigurationError(
-                f"CELERY_TASK_TIME_LIMIT: must be above the soft limit ({soft:g}s), not {hard:g}"
+                f"KRAKEN_TIME_LIMIT: must be above the soft time limit ({soft:g}s)"
             )
         return soft, hard
 
 
-@functools.cache
-def get_settings() -> Settings:
-    """The settings of this process, read from the environment on first use."""
-    return Settings.from_env()
+def _checked_conf(conf: Any) -> Mapping[str, Any]:
+    if conf is None:
+        return {}
+    if not isinstance(conf, Mapping):
+        raise ConfigurationError(f"{CONF_KEY}: must be a dict of settings")
+    known = {spec.key for spec in parsing.SPECS}
+    for key in conf:
+        if key not in known:
+            name = key if isinstance(key, str) and len(key) <= 40 else "a key"
+            raise ConfigurationError(
+                f"{CONF_KEY}: unknown setting {name!r} (known: {', '.join(sorted(known))})"
+            )
+    return conf
+
+
+_resolved: weakref.WeakKeyDictionary[Any, Settings] = weakref.WeakKeyDictionary()
+
+
+def settings_for(app: Any = None) -> Settings:
+    """The settings of ``app`` (default: Celery's current app), resolved on first use."""
+    if app is None:
+        from celery import current_app
+
+        app = current_app._get_current_object()
+    settings = _resolved.get(app)
+    if settings is None:
+        settings = _resolved[app] = Settings.resolve(app.conf.get(CONF_KEY))
+    return settings
+
+
+def override(app: Any, settings: Settings) -> None:
+    """Use ``settings`` for ``app`` from now on (tests; :func:`forget` undoes it)."""
+    _resolved[app] = settings
+
+
+def forget(app: Any = None) -> None:
+    """Drop the resolved settings of ``app`` (all apps if ``None``): tests change them."""
+    if app is None:
+        _resolved.clear()
+    else:
+        _resolved.pop(app, None)
+

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from tasks.embedded import redis_server
+from tasks.settings import Settings, forget, override
 
 TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -26,3 +28,17 @@ def redis_sync(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture
+def kraken_settings() -> Iterator[Callable[..., Settings]]:
+    """``kraken_settings(**values)``: the standalone app's tasks see these settings."""
+    from tasks.celery import app
+
+    def use(**values: Any) -> Settings:
+        settings = Settings(**values)
+        override(app, settings)
+        return settings
+
+    yield use
+    forget(app)

@@ -22,6 +22,7 @@ from celery import Celery
 
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks.embedded import redis_db  # noqa: F401 - re-exported for the tests
+from tasks.settings import forget
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 REPO = Path(__file__).resolve().parent.parent
@@ -114,6 +115,8 @@ class Worker:
         return f"{self.name}@tests"
 
     def start(self) -> Worker:
+        # The library's tasks go to KRAKEN_QUEUE: this node's own queue, for isolation.
+        self.env.setdefault("KRAKEN_QUEUE", self.queue)
         command = [
             CELERY,
             "-A",
@@ -150,7 +153,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
-            result = app.send_task("tasks.noop", queue=self.queue)
+            result = app.send_task("kraken_pay.noop", queue=self.queue)
             try:
                 result.get(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
                 return self
@@ -223,12 +226,17 @@ def _drop_connections(app: Celery) -> None:
 
 @contextlib.contextmanager
 def client_app(app: Celery, **conf: Any) -> Iterator[Celery]:
-    """Point the process's ``tasks`` app at a test broker and backend for a while."""
+    """Point an app at a test broker and backend for a while; ``task_default_queue`` also
+    becomes the library's queue (the ``kraken_pay`` setting ``queue``)."""
+    if "task_default_queue" in conf:
+        conf.setdefault("kraken_pay", {"queue": conf["task_default_queue"]})
     saved = {key: app.conf.get(key) for key in conf}
     app.conf.update(conf)
     _drop_connections(app)
+    forget(app)
     try:
         yield app
     finally:
         app.conf.update(saved)
         _drop_connections(app)
+        forget(app)

@@ -18,8 +18,9 @@ from kraken.pay.errors import (
     TemporaryLockout,
     TransportError,
 )
-from tasks import app, bulk
+from tasks import bulk
 from tasks.bulk import MAX_CHUNK, bulk_cancel, bulk_signature, cancel_many, split
+from tasks.celery import app
 from tasks.retry import RetryPolicy
 
 QUICK = RetryPolicy(base_delay=0.001, max_delay=0.01)
@@ -118,14 +119,14 @@ def test_an_empty_list_is_one_empty_chunk_so_the_summary_still_comes():
 
 
 def test_no_message_carries_more_than_max_chunk_ids():
-    signature = bulk_signature(new_ids(12_000), chunk_size=100_000)
+    signature = bulk_signature(app, new_ids(12_000), chunk_size=100_000)
     sizes = [len(task.args[0]) for task in signature.tasks]
     assert sizes == [MAX_CHUNK, MAX_CHUNK, 2_000]
     assert signature.body.args == ()  # the summary's message carries no ids
 
 
 def test_the_queue_given_to_delay_reaches_the_chunks_and_the_summary():
-    signature = bulk_signature(new_ids(3), chunk_size=2, queue="cancels")
+    signature = bulk_signature(app, new_ids(3), chunk_size=2, queue="cancels")
     queues = {task.options["queue"] for task in signature.tasks}
     assert queues == {"cancels"}
     assert signature.body.options["queue"] == "cancels"
@@ -302,13 +303,11 @@ async def test_ids_not_started_within_the_window_are_carried_with_their_ambiguit
 
 
 @pytest.fixture
-def kraken(monkeypatch):
+def kraken(kraken_settings):
     """``kraken(script)`` installs a FakeKraken as the process's client; small chunks."""
     from tasks import runtime
-    from tasks.settings import Settings
 
-    settings = Settings(bulk_chunk=3, bulk_concurrency=2, retry_base_delay=0.001)
-    monkeypatch.setattr(bulk, "get_settings", lambda: settings)
+    kraken_settings(bulk_chunk=3, bulk_concurrency=2, retry_base_delay=0.001)
 
     def install(script: dict | None = None) -> FakeKraken:
         client = FakeKraken(script)
@@ -328,7 +327,7 @@ def handed_off(monkeypatch):
     """The ``cancel_request`` messages a chunk sends: (id, retry state)."""
     sent: list[tuple[str, dict]] = []
     monkeypatch.setattr(
-        bulk.cancel_request,
+        app.tasks["kraken_pay.cancel_request"],
         "apply_async",
         lambda args, kwargs, **options: sent.append((args[0], kwargs["_retry"])),
     )
@@ -372,7 +371,7 @@ def test_a_chunk_whose_window_ends_continues_in_a_retry_and_its_summary_adds_up(
     ids = new_ids(3)
     client = kraken({ids[0]: [TransportError("reset", ambiguous=True)]})
     windows = iter([0.0, 60.0])  # the first run starts nothing; the retry does the work
-    monkeypatch.setattr(bulk, "chunk_window", lambda settings: next(windows))
+    monkeypatch.setattr(bulk, "chunk_window", lambda settings, visibility: next(windows))
 
     summary = bulk_cancel.apply(args=(ids,)).get()
 

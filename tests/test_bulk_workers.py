@@ -26,7 +26,8 @@ from tasks_support import (
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import SimulatorThread
-from tasks import app, bulk_cancel
+from tasks import bulk_cancel
+from tasks.celery import app
 
 # Faults that hit 10% of calls, each kind as often; all are retried by the chunk or, after
 # three in a row, by a cancel_request it hands the id to.

@@ -35,7 +35,8 @@ from tasks_support import (
 
 from kraken.pay import Credentials, normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
-from tasks import app, cli
+from tasks import cli, standalone
+from tasks.celery import app
 
 KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
 OTHER_SECRET = base64.b64encode(
@@ -355,9 +356,12 @@ def check(monkeypatch):
                 monkeypatch.delenv(name)
         for name, value in (clean_env() | env).items():
             monkeypatch.setenv(name, value)
+        standalone.reset()  # the command reads its configuration afresh, as a new process
         return CliRunner().invoke(cli.cli, ["check"])
 
-    return run
+    yield run
+    monkeypatch.undo()
+    standalone.reset()
 
 
 def test_check_passes_when_all_is_well_and_never_prints_the_secret(check, sim, redis_url, demo_key):

@@ -125,9 +125,9 @@ def test_every_command_exists_in_the_project(service, argv):
             assert argv[1] == "-c"
     elif program == "celery":
         assert argv[1:3] == ["-A", "tasks"]
-        from tasks import app
+        from tasks.celery import app
 
-        assert app.main == "tasks"
+        assert app.main == "kraken_pay"
         assert argv[3] in ("worker", "beat", "inspect")
     else:
         assert program in scripts, f"{service}: {program} is not a console script"
@@ -157,7 +157,7 @@ def test_kraken_env_example_documents_every_setting():
 def test_kraken_env_example_names_only_variables_the_project_reads():
     sources = "".join(
         path.read_text()
-        for pattern in ("kraken/**/*.py", "tasks/**/*.py")
+        for pattern in ("kraken/**/*.py", "tasks/**/*.py", "celeryconfig.py")
         for path in REPO.glob(pattern)
     )
     for name in documented_variables():

@@ -16,6 +16,7 @@ from tasks_support import redis_db
 from kraken.pay import InvalidExternalId, normalize_external_id
 from kraken.pay.errors import ConfigurationError
 from tasks import schedule
+from tasks.celery import app
 from tasks.schedule import (
     DISPATCHING_KEY,
     SCHEDULE_KEY,
@@ -25,7 +26,6 @@ from tasks.schedule import (
     scheduled,
     unschedule_cancel,
 )
-from tasks.settings import Settings
 
 EID = "AAAAAAAAAAE"
 SCHEDULE_DB = 11  # no worker of another test claims ids from this database
@@ -42,13 +42,13 @@ def fake_redis():
 def sent(monkeypatch, fake_redis):
     """The ids that reached ``bulk_cancel``, one list per message; Redis is ``fake_redis``."""
     messages: list[list[str]] = []
-    monkeypatch.setattr(schedule, "_default_redis", lambda: fake_redis)
+    monkeypatch.setattr(schedule, "_default_redis", lambda app=None: fake_redis)
 
     def send(args, **options):
         messages.append(args[0])
         return types.SimpleNamespace(id=f"bulk-{len(messages)}")
 
-    monkeypatch.setattr(schedule.bulk_cancel, "apply_async", send)
+    monkeypatch.setattr(app.tasks["kraken_pay.bulk_cancel"], "apply_async", send)
     return messages
 
 
@@ -222,7 +222,7 @@ def test_ids_whose_sending_failed_stay_claimed_and_go_with_a_later_run(
         raise ConnectionError("broker unreachable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(schedule.bulk_cancel, "apply_async", broker_down)
+        patch.setattr(app.tasks["kraken_pay.bulk_cancel"], "apply_async", broker_down)
         patch.setattr(schedule, "LEASE", 0.0)
         assert schedule.dispatch_due.apply().failed()
     assert fake_redis.zscore(DISPATCHING_KEY, EID) is not None
@@ -243,18 +243,20 @@ def user_module(monkeypatch):
     return module
 
 
-def use_sweep(monkeypatch, target: str) -> None:
-    settings = Settings(sweep=target)
-    monkeypatch.setattr(schedule, "get_settings", lambda: settings)
+@pytest.fixture
+def use_sweep(kraken_settings):
+    return lambda _monkeypatch, target: kraken_settings(pay_sweep=target)
 
 
-def test_the_sweep_bulk_cancels_what_the_users_function_returns(sent, monkeypatch, user_module):
+def test_the_sweep_bulk_cancels_what_the_users_function_returns(
+    sent, monkeypatch, user_module, use_sweep
+):
     use_sweep(monkeypatch, "shop_sweeps:abandoned")
     assert schedule.sweep.apply().get() == 2
     assert sent == [[EID, "not base64!"]]  # bulk_cancel reports the bad one by position
 
 
-def test_a_sweep_that_finds_nothing_sends_nothing(sent, monkeypatch, user_module):
+def test_a_sweep_that_finds_nothing_sends_nothing(sent, monkeypatch, user_module, use_sweep):
     use_sweep(monkeypatch, "shop_sweeps:nothing")
     assert schedule.sweep.apply().get() == 0
     assert sent == []

@@ -33,11 +33,11 @@ from tasks_support import (
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import SimulatorThread
-from tasks import app
+from tasks.celery import app
 from tasks.schedule import DISPATCHING_KEY, SCHEDULE_KEY, schedule_cancel
 
 BEAT_DB = 11  # broker and schedule of this module alone (and of test_schedule.py's race)
-QUEUE = "celery"
+QUEUE = "kraken_pay"  # where beat sends dispatch_due, and where its bulk goes
 LATE_AT_MOST = 2.0  # seconds after its due time that a scheduled cancellation may happen
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
 from kraken.pay import RateBudget
 from kraken.pay.errors import ConfigurationError
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from tasks.beat import beat_schedule
 from tasks.bulk import MAX_WINDOW, chunk_window
 from tasks.retry import VISIBILITY_MARGIN
 from tasks.runtime import build_client
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings
 
 KEYS = {"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": DEMO_API_SECRET}
 
@@ -23,7 +22,7 @@ def test_defaults_are_krakens_starter_tier_and_modest_chunks():
     assert settings.rate_max_wait == 10.0
     assert (settings.bulk_chunk, settings.bulk_concurrency) == (1000, 8)
     assert settings.schedule_interval == 1.0
-    assert (settings.sweep, settings.sweep_interval) == ("", 300.0)
+    assert (settings.pay_sweep, settings.pay_sweep_interval) == ("", 300.0)
 
 
 @pytest.mark.parametrize("off", ["off", "OFF", "0"])
@@ -78,47 +77,36 @@ async def test_with_the_budget_off_the_client_has_none(redis_url):
 
 
 def test_a_chunk_works_for_a_minute_at_most():
-    assert chunk_window(Settings.from_env({})) == MAX_WINDOW == 60
+    assert chunk_window(Settings.from_env({}), 900.0) == MAX_WINDOW == 60
 
 
 def test_a_chunk_with_its_time_limits_and_a_retry_fits_in_a_short_visibility_timeout():
-    settings = Settings.from_env(
-        {"CELERY_VISIBILITY_TIMEOUT": "60", "KRAKEN_TIMEOUT": "1", "KRAKEN_RETRY_MAX_DELAY": "0.5"}
-    )
-    window = chunk_window(settings)
+    settings = Settings.from_env({"KRAKEN_TIMEOUT": "1", "KRAKEN_RETRY_MAX_DELAY": "0.5"})
+    window = chunk_window(settings, 60.0)
     _, hard = settings.task_time_limits()
     assert 1 <= window < MAX_WINDOW
     assert hard + window + settings.retry_max_delay + VISIBILITY_MARGIN <= 60
 
 
-@pytest.fixture
-def beat_config(monkeypatch):
-    """``beat_config(**env)``: celeryconfig as a process with that environment reads it."""
+def test_without_a_visibility_timeout_a_chunk_works_for_the_whole_window():
+    assert chunk_window(Settings.from_env({}), None) == MAX_WINDOW
+
+
+def test_beat_dispatches_due_cancellations_every_schedule_interval():
+    schedule = beat_schedule(env={"KRAKEN_SCHEDULE_INTERVAL": "3"})
+    assert list(schedule) == ["kraken-pay-dispatch-due"]
+    entry = schedule["kraken-pay-dispatch-due"]
+    assert (entry["task"], entry["schedule"]) == ("kraken_pay.dispatch_due", 3.0)
+    assert entry["options"]["queue"] == "kraken_pay"
+
+
+def test_beat_calls_the_sweep_only_when_one_is_named():
+    schedule = beat_schedule({"pay_sweep": "shop.sweeps:abandoned", "pay_sweep_interval": 600})
+    entry = schedule["kraken-pay-sweep"]
+    assert (entry["task"], entry["schedule"]) == ("kraken_pay.sweep", 600.0)
+
+
+def test_the_standalone_config_merges_the_same_entries():
     import celeryconfig
 
-    def load(**env: str):
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        return importlib.reload(celeryconfig).beat_schedule
-
-    yield load
-    monkeypatch.undo()
-    get_settings.cache_clear()
-    importlib.reload(celeryconfig)
-
-
-def test_beat_dispatches_due_cancellations_every_schedule_interval(beat_config, monkeypatch):
-    monkeypatch.delenv("KRAKEN_PAY_SWEEP", raising=False)
-    schedule = beat_config(KRAKEN_SCHEDULE_INTERVAL="3")
-    assert list(schedule) == ["kraken-dispatch-scheduled"]
-    entry = schedule["kraken-dispatch-scheduled"]
-    assert (entry["task"], entry["schedule"]) == ("tasks.dispatch_due", 3.0)
-
-
-def test_beat_calls_the_sweep_only_when_one_is_named(beat_config):
-    schedule = beat_config(
-        KRAKEN_PAY_SWEEP="shop.sweeps:abandoned", KRAKEN_PAY_SWEEP_INTERVAL="600"
-    )
-    entry = schedule["kraken-sweep"]
-    assert (entry["task"], entry["schedule"]) == ("tasks.sweep", 600.0)
+    assert set(celeryconfig.beat_schedule) == set(beat_schedule())

@@ -17,8 +17,9 @@ from kraken.pay.errors import (
     TransportError,
     parse_response,
 )
-from tasks import RetriesExhausted, app, cancel, cancel_request, runtime
-from tasks.settings import Settings
+from tasks import RetriesExhausted, cancel_request, runtime
+from tasks.celery import app
+from tasks.settings import settings_for
 
 EID = "AAAAAAAAAAE"  # the 8 bytes of the integer 1
 
@@ -77,14 +78,9 @@ def scripted():
 
 
 @pytest.fixture
-def policy(monkeypatch):
+def policy(kraken_settings):
     """Set the retry numbers the task sees."""
-
-    def use(**numbers: object) -> None:
-        settings = Settings(**numbers)  # type: ignore[arg-type]
-        monkeypatch.setattr(cancel, "get_settings", lambda: settings)
-
-    return use
+    return kraken_settings
 
 
 def run(eid: object = EID, **kwargs: object):
@@ -237,7 +233,7 @@ def test_a_call_that_outlives_the_runtime_timeout_counts_as_ambiguous(
     monkeypatch.setattr(runtime, "run", fake_run)
     result = run().get()
     assert (result["outcome"], result["confirmed_on_retry"]) == ("cancelled", True)
-    assert calls[0] == cancel.get_settings().attempt_timeout
+    assert calls[0] == settings_for(app).attempt_timeout
 
 
 def test_one_log_line_per_attempt_and_one_per_outcome(scripted, caplog):

@@ -25,7 +25,8 @@ from tasks_support import (
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
-from tasks import app, cancel_request
+from tasks import cancel_request
+from tasks.celery import app
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +99,8 @@ def test_a_node_killed_whole_has_its_tasks_finished_by_another_node(
         broker_url=broker_url,
         KRAKEN_TIMEOUT="2",
         CELERY_VISIBILITY_TIMEOUT=str(visibility_timeout),
-        CELERY_TASK_SOFT_TIME_LIMIT="4",
-        CELERY_TASK_TIME_LIMIT="5",  # 0.5 s retry cap + 5 s + 1 s margin fit in 8 s
+        KRAKEN_SOFT_TIME_LIMIT="4",
+        KRAKEN_TIME_LIMIT="5",  # 0.5 s retry cap + 5 s + 1 s margin fit in 8 s
     )
     queue = unique("q-nodekill")
     doomed = Worker(env, queue, tmp_path, pool="prefork", concurrency=2, name=unique("doomed"))

@@ -21,7 +21,8 @@ from tasks_support import (
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, FAULT_KINDS, SimulatorThread
-from tasks import app, cancel_request
+from tasks import cancel_request
+from tasks.celery import app
 
 N = 1000
 FAULT_RATE = 0.10

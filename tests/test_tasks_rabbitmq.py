@@ -20,7 +20,8 @@ from tasks_support import (
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
-from tasks import app, cancel_request
+from tasks import cancel_request
+from tasks.celery import app
 
 
 def rabbitmq_answers() -> bool:

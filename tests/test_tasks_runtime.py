@@ -13,7 +13,7 @@ import pytest
 from kraken.pay import KrakenPayClient, RedisNonce
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import runtime
-from tasks.settings import Settings
+from tasks.settings import Secret, Settings
 
 
 class FakeClient:
@@ -135,7 +135,7 @@ def test_a_forked_child_never_reuses_its_parents_loop(built):
 async def test_the_production_client_uses_redis_nonces_and_the_settings(redis_url):
     settings = Settings(
         api_key=DEMO_API_KEY,
-        api_secret=DEMO_API_SECRET,
+        api_secret=Secret(DEMO_API_SECRET),
         api_url="http://127.0.0.1:1",
         redis_url=redis_url,
         ordering="window",

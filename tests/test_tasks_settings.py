@@ -1,15 +1,20 @@
-"""tasks/settings.py: the worker's environment, read once; the secret never shown."""
+"""tasks/settings.py: settings from the app's kraken_pay dict, then the environment; the
+secret never shown."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
 import traceback
 
 import pytest
+from celery import Celery
 
 from kraken.pay import Credentials
 from kraken.pay.errors import ConfigurationError
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
-from tasks.settings import Settings
+from tasks.settings import Secret, Settings, forget, settings_for
 
 SECRET = DEMO_API_SECRET
 
@@ -18,23 +23,31 @@ def test_defaults_need_no_environment_at_all():
     settings = Settings.from_env({})
     assert settings.api_url == "https://api.kraken.com"
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
-    assert settings.broker_url == settings.result_backend == settings.redis_url
-    assert settings.ordering == "serial"
-    assert (settings.retry_max_delay, settings.visibility_timeout) == (300.0, 900.0)
+    assert (settings.queue, settings.ordering) == ("kraken_pay", "serial")
+    assert settings.retry_max_delay == 300.0
 
 
-def test_broker_and_result_backend_default_to_redis_url():
-    settings = Settings.from_env({"REDIS_URL": "redis://10.0.0.1:6379/3"})
-    assert settings.broker_url == "redis://10.0.0.1:6379/3"
-    assert settings.result_backend == "redis://10.0.0.1:6379/3"
-
-
-def test_broker_and_result_backend_can_be_set_apart():
-    settings = Settings.from_env(
-        {"CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "REDIS_URL": "redis://r/1"}
+def test_the_apps_dict_comes_first_then_the_environment_key_by_key():
+    conf = {"timeout": 3, "redis_url": "redis://cache:6379/4"}
+    env = {"KRAKEN_TIMEOUT": "9", "KRAKEN_ORDERING": "window"}
+    settings = Settings.resolve(conf, env)
+    assert (settings.timeout, settings.redis_url, settings.ordering) == (
+        3.0,
+        "redis://cache:6379/4",
+        "window",
     )
-    assert settings.broker_url.startswith("amqp://")
-    assert settings.result_backend == "redis://r/1"
+
+
+def test_settings_are_read_from_the_running_app_lazily_and_once():
+    app = Celery("proj", set_as_current=False)
+    app.conf.kraken_pay = {"queue": "payments", "bulk_chunk": 50}
+    try:
+        settings = settings_for(app)
+        assert (settings.queue, settings.bulk_chunk) == ("payments", 50)
+        app.conf.kraken_pay = {"queue": "other"}
+        assert settings_for(app) is settings  # resolved once per app
+    finally:
+        forget(app)
 
 
 @pytest.mark.parametrize(
@@ -42,27 +55,43 @@ def test_broker_and_result_backend_can_be_set_apart():
     [
         ("KRAKEN_TIMEOUT", "ten"),
         ("KRAKEN_TIMEOUT", "-1"),
+        ("KRAKEN_TIMEOUT", "1e-320"),
+        ("KRAKEN_TIMEOUT", "inf"),
         ("KRAKEN_RETRY_MAX_DELAY", "nan"),
         ("KRAKEN_RETRY_MAX_ATTEMPTS", "0"),
-        ("CELERY_VISIBILITY_TIMEOUT", "1h"),
         ("KRAKEN_ORDERING", "parallel"),
+        ("KRAKEN_API_URL", "ftp://api.kraken.com"),
+        ("KRAKEN_API_URL", "not a url"),
+        ("KRAKEN_API_KEY", "key\r\nX-Injected: 1"),
+        ("REDIS_URL", "http://127.0.0.1:6379"),
+        ("KRAKEN_QUEUE", "two words"),
+        ("KRAKEN_RATE_PER_SECOND", "1e-300"),
+        ("KRAKEN_SCHEDULE_INTERVAL", "1e-9"),
     ],
 )
-def test_a_bad_value_is_refused_naming_its_variable(name, value):
+def test_a_bad_value_is_refused_naming_its_variable_and_never_echoing_it(name, value):
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_env({name: value})
-    assert str(caught.value).startswith(f"{name}:")
+    message = str(caught.value)
+    assert message.startswith(f"{name}:")
+    assert len(value) < 4 or value not in message  # short values are digits of the rule
+    assert "\n" not in message
+
+
+def test_a_bad_value_in_the_dict_names_the_key():
+    with pytest.raises(ConfigurationError, match=r"^kraken_pay\['bulk_chunk'\]: "):
+        Settings.resolve({"bulk_chunk": 99999}, {})
+
+
+def test_an_unknown_key_in_the_dict_is_refused():
+    with pytest.raises(ConfigurationError, match="unknown setting 'timout'"):
+        Settings.resolve({"timout": 3}, {})
 
 
 def test_time_limits_sit_above_the_clients_own_timeouts():
     settings = Settings.from_env({"KRAKEN_TIMEOUT": "10"})
     soft, hard = settings.task_time_limits()
     assert settings.timeout < settings.attempt_timeout < soft < hard
-
-
-def test_a_soft_time_limit_below_the_request_timeout_is_refused():
-    with pytest.raises(ConfigurationError, match="CELERY_TASK_SOFT_TIME_LIMIT"):
-        Settings.from_env({"KRAKEN_TIMEOUT": "10", "CELERY_TASK_SOFT_TIME_LIMIT": "5"})
 
 
 def test_credentials_are_validated_with_kraken_credentials():
@@ -88,7 +117,29 @@ def test_a_missing_or_undecodable_credential_names_the_variable_never_the_value(
     assert "s3cr3t" not in "".join(traceback.format_exception(caught.value))
 
 
-def test_repr_hides_the_key_and_the_secret():
-    settings = Settings.from_env({"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": SECRET})
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.from_env({"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": SECRET})
+
+
+def test_repr_hides_the_key_and_the_secret(settings):
     assert SECRET not in repr(settings)
     assert DEMO_API_KEY not in repr(settings)
+
+
+def test_vars_and_asdict_show_the_secret_only_as_redacted(settings):
+    assert SECRET not in repr(vars(settings))
+    assert SECRET not in repr(dataclasses.asdict(settings))
+    assert SECRET not in str(copy.deepcopy(settings))
+
+
+def test_the_settings_cannot_be_pickled_with_their_secret(settings):
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(settings)
+
+
+def test_the_secret_is_there_for_whoever_asks_for_it_by_name(settings):
+    assert settings.api_secret.reveal() == SECRET
+    assert settings.api_secret == Secret(SECRET)
+    with pytest.raises(TypeError):
+        vars(settings.api_secret)

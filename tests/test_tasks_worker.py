@@ -28,7 +28,8 @@ from tasks_support import (
 from kraken.pay import InvalidExternalId, normalize_external_id
 from kraken.pay.errors import AuthenticationError, InvalidRequest
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
-from tasks import app, cancel_request
+from tasks import cancel_request
+from tasks.celery import app
 
 RESULT_TIMEOUT = 30
 
@@ -241,7 +242,7 @@ def test_each_terminal_error_fails_at_once_after_one_request(
 
 def test_a_bad_id_that_bypasses_delay_fails_in_the_worker_without_a_request(sim, worker, client):
     before = sim.stats()["requests"]
-    result = client.send_task("tasks.cancel_request", args=["not an id!"])
+    result = client.send_task("kraken_pay.cancel_request", args=["not an id!"])
     with pytest.raises(InvalidExternalId):
         result.get(timeout=RESULT_TIMEOUT)
     assert sim.stats()["requests"] == before

@@ -1,11 +1,18 @@
-"""A minimal Flask shop whose orders are paid through Kraken Pay.
+"""A minimal Flask shop whose orders are paid through Kraken Pay, with its own Celery app.
 
-Creating an order creates its payment request and schedules the request's cancellation for
-when it expires; cancelling the order marks it cancelled, commits, and only then queues
+The Celery app comes from Flask's ``celery_init_app`` pattern and is configured from the
+Flask config's ``CELERY`` dict, the library's settings included (``CELERY["kraken_pay"]``);
+the library's tasks run on it, on their own queue, ``kraken_pay``.
+
+Creating an order commits its external id first (Kraken's rule for ``Pay/request/create``),
+then creates its payment request and schedules the request's cancellation for when it
+expires; cancelling the order marks it cancelled, commits, and only then queues
 ``cancel_request``: a worker never cancels a payment for an order whose change was rolled
 back, and never reads the order before the change is visible.
 
-Run it with ``flask run`` in this directory (see README.md); tests call ``create_app``.
+Run it with ``flask run`` in this directory and its worker with
+``celery -A make_celery worker -Q celery,kraken_pay`` (see README.md); tests call
+``create_app``.
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 
+from celery import Celery, Task, shared_task
 from flask import Flask, abort, current_app, g, jsonify
 
 from kraken.pay import normalize_external_id
-from tasks import cancel_request, schedule_cancel, unschedule_cancel
+from tasks import beat_schedule, cancel_request, schedule_cancel, unschedule_cancel
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -44,19 +52,64 @@ def create_payment_request(external_id: str) -> None:
         urllib.request.urlopen(request, timeout=5).close()
 
 
+def celery_config() -> dict:
+    """The Flask config's ``CELERY`` dict: the project's broker, and the library's settings
+    (any key left out of ``kraken_pay`` falls back to its KRAKEN_* variable)."""
+    broker = os.environ.get("SHOP_BROKER_URL", "redis://127.0.0.1:6379/0")
+    kraken_pay = {
+        "api_key": os.environ.get("SHOP_KRAKEN_API_KEY", ""),
+        "api_secret": os.environ.get("SHOP_KRAKEN_API_SECRET", ""),
+        "api_url": os.environ.get("SHOP_KRAKEN_API_URL", "https://api.kraken.com"),
+        "redis_url": os.environ.get("SHOP_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    }
+    return {
+        "broker_url": broker,
+        "result_backend": os.environ.get("SHOP_RESULT_BACKEND", broker),
+        "imports": ["tasks"],  # registers the library's tasks on the project's workers
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "kraken_pay": kraken_pay,
+        "beat_schedule": beat_schedule(kraken_pay),
+    }
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Flask's pattern: a Celery app whose tasks run inside the Flask app's context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+@shared_task(name="shop.order_cancelled")
+def order_cancelled(order_id: int) -> dict[str, int]:
+    """A task of the project's own (an email, a stock update...), on the project's queue."""
+    return {"order_id": order_id}
+
+
 def create_app(
     database: str | None = None,
     *,
-    payment_expiry: float = 1800.0,
+    payment_expiry: float | None = None,
     create_request: Callable[[str], None] = create_payment_request,
 ) -> Flask:
     """The app; ``database`` defaults to ``$SHOP_DATABASE`` or ``shop.sqlite3``."""
     app = Flask(__name__)
+    expiry = payment_expiry or float(os.environ.get("SHOP_PAYMENT_EXPIRY", 1800))
     app.config.update(
         DATABASE=database or os.environ.get("SHOP_DATABASE", "shop.sqlite3"),
-        PAYMENT_EXPIRY=payment_expiry,  # seconds before an unpaid request is cancelled
+        PAYMENT_EXPIRY=expiry,  # seconds before an unpaid request is cancelled
         CREATE_PAYMENT_REQUEST=create_request,
+        CELERY=celery_config(),
     )
+    celery_init_app(app)
     app.teardown_appcontext(_close_db)
     app.add_url_rule("/orders", view_func=create_order, methods=["POST"])
     app.add_url_rule("/orders/<int:order_id>/cancel", view_func=cancel_order, methods=["POST"])
@@ -80,11 +133,13 @@ def _close_db(_: BaseException | None) -> None:
 
 def create_order():
     eid = normalize_external_id(uuid.uuid4())
-    current_app.config["CREATE_PAYMENT_REQUEST"](eid)
-    with _db() as db:  # one transaction, committed at the end of the block
+    with _db() as db:  # the external id is committed before Kraken hears of it
         order_id = db.execute(
-            "INSERT INTO orders (payment_external_id) VALUES (?)", (eid,)
+            "INSERT INTO orders (payment_external_id, status) VALUES (?, 'creating')", (eid,)
         ).lastrowid
+    current_app.config["CREATE_PAYMENT_REQUEST"](eid)
+    with _db() as db:
+        db.execute("UPDATE orders SET status = 'pending' WHERE id = ?", (order_id,))
     # Committed: unless it is paid or cancelled first, the request goes when it expires.
     schedule_cancel(eid, in_=current_app.config["PAYMENT_EXPIRY"])
     return jsonify(id=order_id, payment_external_id=eid, status="pending"), 201
@@ -98,9 +153,11 @@ def cancel_order(order_id: int):
         if order is None:
             abort(404)
         db.execute("UPDATE orders SET status = 'cancelled' WHERE id = ?", (order_id,))
-    # Committed: now the payment request may go. Its retries are the worker's business.
-    unschedule_cancel(order["payment_external_id"])
+    # Committed: now the payment request may go. Its retries are the worker's business;
+    # the schedule goes only once the cancellation is queued, so it stays a backstop.
     cancel_request.delay(order["payment_external_id"])
+    unschedule_cancel(order["payment_external_id"])
+    order_cancelled.delay(order_id)
     return jsonify(
         id=order_id, payment_external_id=order["payment_external_id"], status="cancelled"
     )

@@ -1,8 +1,10 @@
 """Creating an order and cancelling it; Kraken Pay's side happens after the commit.
 
-``transaction.on_commit`` queues ``cancel_request`` only once the order's change is
-committed: a rolled-back change never cancels a payment, and the worker, which may start at
-once, never reads the order before the change is visible.
+Kraken's rule for ``Pay/request/create``: the external id is committed in the database
+before the call. So an order is first saved as "creating", then its payment request is
+created, then it is "pending". ``transaction.on_commit`` queues ``cancel_request`` only once
+the order's cancellation is committed: a rolled-back change never cancels a payment, and the
+worker, which may start at once, never reads the order before the change is visible.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from django.views.decorators.http import require_POST
 
 from kraken.pay import normalize_external_id
 from shop.models import Order
+from shop.tasks import order_cancelled
 from tasks import cancel_request, schedule_cancel, unschedule_cancel
 
 
@@ -42,18 +45,22 @@ def _json(order: Order, status: int = 200) -> JsonResponse:
     return JsonResponse(data | {"status": order.status}, status=status)
 
 
-def _cancel_payment(external_id: str) -> None:
-    """After the commit: cancel the request now, and forget its scheduled cancellation."""
-    unschedule_cancel(external_id)
+def _cancel_payment(order_id: int, external_id: str) -> None:
+    """After the commit: cancel the request now, forget its scheduled cancellation, and
+    tell the rest of the shop (a task of the project's own, on the project's queue)."""
     cancel_request.delay(external_id)
+    unschedule_cancel(external_id)
+    order_cancelled.delay(order_id)
 
 
 @require_POST
 def create_order(request: HttpRequest) -> JsonResponse:
     eid = normalize_external_id(uuid.uuid4())
+    order = Order.objects.create(payment_external_id=eid, status="creating")  # committed
     import_string(settings.SHOP_CREATE_PAYMENT_REQUEST)(eid)
     with transaction.atomic():
-        order = Order.objects.create(payment_external_id=eid)
+        order.status = "pending"
+        order.save(update_fields=["status"])
         # Unless it is paid or cancelled first, the request goes when it expires.
         transaction.on_commit(lambda: schedule_cancel(eid, in_=settings.SHOP_PAYMENT_EXPIRY))
     return _json(order, status=201)
@@ -66,5 +73,5 @@ def cancel_order(request: HttpRequest, order_id: int) -> JsonResponse:
         order.status = "cancelled"
         order.save(update_fields=["status"])
         eid = order.payment_external_id
-        transaction.on_commit(lambda: _cancel_payment(eid))
+        transaction.on_commit(lambda: _cancel_payment(order_id, eid))
     return _json(order)

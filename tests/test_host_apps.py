@@ -1,0 +1,243 @@
+"""The library inside a project's own Celery app: the Django and the Flask example, one contract.
+
+Each example runs as its users would run it, in processes of its own: the web side (the
+project's views, in a fresh process, tests/hosts/driver.py), the project's own
+``celery -A <project> worker`` and ``celery -A <project> beat``, all configured from the
+project's settings (SHOP_* variables here), with the simulator as Kraken and a real Redis as
+the project's broker, result backend and the library's store. No KRAKEN_API_* variable is
+set: the key reaches the library through the project's settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from tasks_support import CELERY, REPO, redis_db, unique, wait_for
+
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+
+pytestmark = pytest.mark.slow
+
+DRIVER = Path(__file__).with_name("hosts") / "driver.py"
+PROJECT_BROKER_DB, PROJECT_BACKEND_DB, LIBRARY_DB = 10, 11, 9
+
+
+@dataclass(frozen=True)
+class Project:
+    kind: str  # the driver's name for it
+    directory: Path
+    celery_app: str  # what -A names
+
+
+PROJECTS = {
+    "django": Project("django", REPO / "examples" / "django_app", "shop"),
+    "flask": Project("flask", REPO / "examples" / "flask_app", "make_celery"),
+}
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorThread]:
+    with SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module", params=sorted(PROJECTS))
+def project(request) -> Project:
+    return PROJECTS[request.param]
+
+
+@pytest.fixture(scope="module")
+def env(project, sim, redis_url, tmp_path_factory) -> dict[str, str]:
+    """The project's environment: its own settings only, nothing of the library's key."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KRAKEN_", "CELERY_", "SHOP_", "DJANGO_")) and k != "REDIS_URL"
+    }
+    for db in (PROJECT_BROKER_DB, PROJECT_BACKEND_DB, LIBRARY_DB):
+        redis.Redis.from_url(redis_db(redis_url, db)).flushdb()
+    data = tmp_path_factory.mktemp(f"{project.kind}-data")
+    return base | {
+        "SHOP_BROKER_URL": redis_db(redis_url, PROJECT_BROKER_DB),
+        "SHOP_RESULT_BACKEND": redis_db(redis_url, PROJECT_BACKEND_DB),
+        "SHOP_REDIS_URL": redis_db(redis_url, LIBRARY_DB),
+        "SHOP_KRAKEN_API_KEY": DEMO_API_KEY,
+        "SHOP_KRAKEN_API_SECRET": DEMO_API_SECRET,
+        "SHOP_KRAKEN_API_URL": sim.url,
+        "SHOP_SIMULATOR_URL": sim.url,
+        "SHOP_DATABASE": str(data / "shop.sqlite3"),
+        "SHOP_PAYMENT_EXPIRY": "1800",
+        # Tuning the project left out falls back to the library's variables, key by key.
+        "KRAKEN_TIMEOUT": "2",
+        "KRAKEN_RETRY_BASE_DELAY": "0.01",
+        "KRAKEN_RETRY_MAX_DELAY": "0.5",
+        "KRAKEN_RATE_PER_SECOND": "off",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def drive(project: Project, env: dict[str, str], *args: str, **overrides: str) -> dict:
+    """Run the project's web side once; its JSON answer."""
+    done = subprocess.run(
+        [sys.executable, str(DRIVER), project.kind, *args],
+        cwd=project.directory,
+        env=env | overrides,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Node:
+    """``celery -A <project> worker|beat`` in its own process group, logging to a file."""
+
+    def __init__(self, project: Project, env: dict[str, str], log_dir: Path, *args: str) -> None:
+        self.name = unique(args[0])
+        self.log_path = log_dir / f"{self.name}.log"
+        command = [CELERY, "-A", project.celery_app, *args, "--loglevel", "INFO"]
+        if args[0] == "worker":
+            command += ["-n", f"{self.name}@tests", "--without-gossip", "--without-mingle"]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=project.directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pool_pids(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, sig)
+                try:
+                    self.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    continue
+        if self.proc.poll() is None:
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def worker(project, env, tmp_path_factory) -> Iterator[Node]:
+    """The project's worker, serving its own queue and the library's."""
+    logs = tmp_path_factory.mktemp(f"{project.kind}-logs")
+    node = Node(project, env, logs, "worker", "-Q", "celery,kraken_pay", "-c", "2")
+    try:
+        wait_for(lambda: "ready." in node.log() or node.proc.poll() is not None, 60, "worker")
+        assert node.proc.poll() is None, node.log()[-3000:]
+        yield node
+    finally:
+        node.stop()
+
+
+def cancelled(sim: SimulatorThread, eid: str) -> bool:
+    return sim.request(eid)["state"] == "cancelled"
+
+
+def test_importing_the_library_creates_no_app(project, env):
+    assert drive(project, env, "apps")["apps_after_import"] == []
+
+
+def test_the_views_cancellation_goes_through_the_projects_broker_and_ends_cancelled(
+    project, env, sim, worker
+):
+    order = drive(project, env, "order")
+    assert order["http"] == 201
+    eid = order["payment_external_id"]
+    assert sim.request(eid)["state"] == "pending"  # created after the id was committed
+    assert drive(project, env, "cancel", str(order["id"]))["http"] == 200
+    wait_for(lambda: cancelled(sim, eid), 30, "the request cancelled")
+    log = worker.log()
+    assert "kraken_pay.cancel_request" in log
+    assert "shop.order_cancelled" in log  # the project's own task, beside it
+
+
+def test_the_projects_own_task_still_uses_the_projects_app_after_import_tasks(
+    project, env, worker
+):
+    answer = drive(project, env, "own-task")
+    assert answer == {"result": {"order_id": 7}, "app": answer["app"]}
+    assert answer["app"] != "kraken_pay"
+
+
+def test_bulk_cancel_returns_through_the_projects_result_backend(project, env, sim, worker):
+    ids = [drive(project, env, "order")["payment_external_id"] for _ in range(3)]
+    answer = drive(project, env, "bulk", *ids)
+    assert answer["summary"]["outcomes"]["cancelled"] == 3
+    assert answer["app"] != "kraken_pay"
+    assert all(cancelled(sim, eid) for eid in ids)
+
+
+def test_a_pool_process_killed_mid_cancel_is_redelivered_and_ends_cancelled(
+    project, env, sim, worker
+):
+    order = drive(project, env, "order")
+    eid = order["payment_external_id"]
+    before = sim.stats()["faults_injected"]["delay"]
+    sim.set_faults({"delay": {"next": 1, "seconds": 1.5}})
+    try:
+        drive(project, env, "cancel", str(order["id"]))
+        wait_for(lambda: sim.stats()["faults_injected"]["delay"] > before, 30, "the call")
+        for pid in worker.pool_pids():  # whichever process holds it
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: cancelled(sim, eid), 60, "the redelivered cancellation")
+    finally:
+        sim.clear_faults()
+    assert worker.proc.poll() is None
+    assert "WorkerLostError" in worker.log()
+
+
+def test_a_worker_that_does_not_serve_kraken_pay_starts_without_credentials(
+    project, env, tmp_path
+):
+    bare = {k: v for k, v in env.items() if not k.startswith("SHOP_KRAKEN_API")}
+    node = Node(project, bare, tmp_path, "worker", "-Q", "celery", "-c", "1")
+    try:
+        wait_for(lambda: "ready." in node.log() or node.proc.poll() is not None, 60, "worker")
+        assert node.proc.poll() is None, node.log()[-3000:]
+    finally:
+        node.stop()
+
+
+def test_a_worker_of_kraken_pay_without_credentials_refuses_in_one_line(project, env, tmp_path):
+    bare = {k: v for k, v in env.items() if not k.startswith("SHOP_KRAKEN_API")}
+    node = Node(project, bare, tmp_path, "worker", "-Q", "celery,kraken_pay", "-c", "1")
+    assert node.proc.wait(60) == 78
+    log = node.log()
+    assert "celery worker not started: KRAKEN_API_KEY: is not set" in log
+    assert "Traceback" not in log
+
+
+def test_a_scheduled_cancellation_is_dispatched_by_the_projects_beat(
+    project, env, sim, worker, tmp_path
+):
+    order = drive(project, env, "order", SHOP_PAYMENT_EXPIRY="0.5")
+    eid = order["payment_external_id"]
+    beat = Node(project, env, tmp_path, "beat", "-s", str(tmp_path / "beat-schedule"))
+    try:
+        wait_for(lambda: cancelled(sim, eid), 60, "the scheduled cancellation")
+    finally:
+        beat.stop()
+    assert "kraken_pay.dispatch_due" in beat.log()  # sent by the project's own beat
