@@ -7,6 +7,7 @@ when delivered twice; non-2xx answers are retried; every token fault is refused 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -73,14 +74,11 @@ class Receiver:
             self.fail_next -= 1
             self.answers.append(500)
             return web.Response(status=500, text="try again later")
-        response = await self._handler(request)
+        response = await aiohttp_handler(self.verifier, self.hook)(request)
         self.answers.append(response.status)
         if response.status != 200:
             self.reasons.append(json.loads(response.body)["reason"])  # type: ignore[arg-type]
         return response
-
-    def __post_init__(self) -> None:
-        self._handler = aiohttp_handler(self.verifier, self.hook)
 
 
 @pytest.fixture
@@ -363,10 +361,18 @@ def test_simulator_thread_notifies_a_synchronous_receiver() -> None:
 # ------------------------------------------------------------------------ another process
 
 
-@pytest.fixture
-def simulator_process() -> Iterator[str]:
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def simulator_process(*args: str) -> Iterator[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "kraken.pay.simulator", "--port", "0"],
+        [sys.executable, "-m", "kraken.pay.simulator", "--port", "0", *args],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -381,30 +387,25 @@ def simulator_process() -> Iterator[str]:
         process.wait(10)
 
 
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
-async def test_a_simulator_in_another_process_notifies_this_one(simulator_process: str) -> None:
-    shop = Receiver(PayCallbackVerifier(simulator_process + "/.well-known/pay-callback-keys.json"))
+@pytest.mark.parametrize("register", ["over_http", "on_the_command_line"])
+async def test_a_simulator_in_another_process_notifies_this_one(register: str) -> None:
+    shop = Receiver(PayCallbackVerifier("http://127.0.0.1:9/unused"))
     app = web.Application()
     app.router.add_post("/hook", shop.endpoint)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    args = ("--webhook", url) if register == "on_the_command_line" else ()
     try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-        eid = new_id()
-        await asyncio.to_thread(_post, simulator_process + "/_sim/webhooks", {"url": url})
-        await asyncio.to_thread(_post, simulator_process + "/_sim/requests", {"external_id": eid})
-        await asyncio.to_thread(
-            _post, simulator_process + "/_sim/requests/pay", {"external_id": eid}
-        )
-        await await_until(lambda: len(shop.handled) == 1, 10, "the notification")
-        assert shop.statuses() == [(eid, "success")]
+        with simulator_process(*args) as sim_url:
+            shop.verifier = PayCallbackVerifier(sim_url + "/.well-known/pay-callback-keys.json")
+            if register == "over_http":
+                await asyncio.to_thread(_post, sim_url + "/_sim/webhooks", {"url": url})
+            eid = new_id()
+            await asyncio.to_thread(_post, sim_url + "/_sim/requests", {"external_id": eid})
+            await asyncio.to_thread(_post, sim_url + "/_sim/requests/pay", {"external_id": eid})
+            await await_until(lambda: len(shop.handled) == 1, 10, "the notification")
+            assert shop.statuses() == [(eid, "success")]
     finally:
         await runner.cleanup()
