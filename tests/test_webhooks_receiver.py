@@ -106,6 +106,16 @@ def test_an_error_in_the_hook_propagates_so_the_framework_answers_500(
         receive(key.sign(claims()).encode(), None, verifier, hook)
 
 
+def test_a_coroutine_hook_given_to_the_sync_receive_is_refused(
+    verifier: PayCallbackVerifier, key: Key
+) -> None:
+    async def hook(callback: PayCallback) -> None:
+        raise AssertionError("never run")
+
+    with pytest.raises(TypeError, match="use areceive"):
+        receive(key.sign(claims()).encode(), None, verifier, hook)
+
+
 async def test_areceive_awaits_a_coroutine_hook(verifier: PayCallbackVerifier, key: Key) -> None:
     seen: list[str] = []
 

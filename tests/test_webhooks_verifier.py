@@ -251,6 +251,8 @@ def test_a_token_of_the_wrong_type_is_refused(verifier: PayCallbackVerifier) -> 
         (lambda c: c.pop("payload"), "payload"),
         (lambda c: c.update(exp="tomorrow"), "exp"),
         (lambda c: c.update(exp=True), "exp"),
+        (lambda c: c.update(exp=1e20), "exp"),
+        (lambda c: c.update(exp=-5), "exp"),
         (lambda c: c.pop("exp"), "exp"),
         (lambda c: c.update(aud=["shop"]), "aud"),
     ],

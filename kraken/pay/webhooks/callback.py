@@ -20,6 +20,7 @@ __all__ = ["ISSUER", "REASONS", "STATUSES", "InvalidCallback", "PayCallback", "p
 ISSUER = "kraken-pay"
 STATUSES = frozenset({"success", "failed", "cancelled", "expired", "declined"})
 MAX_EXTERNAL_ID = 64  # characters; Kraken's ids are 1 to 16 bytes in base64 (22 characters)
+_MAX_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 
 # Why a token is refused. ``jwks_unavailable`` is the only one that is not the token's fault:
 # the receiver answers it with a 5xx so that Kraken sends the notification again.
@@ -110,7 +111,8 @@ def _payload(claims: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _exp(claims: Mapping[str, Any]) -> float:
     exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or exp != exp:
+    number = isinstance(exp, (int, float)) and not isinstance(exp, bool)
+    if not number or not 0 <= exp <= _MAX_EXP:  # NaN fails the range too
         raise InvalidCallback("bad_claim", f"exp: must be a Unix time in seconds, got {exp!r}")
     return float(exp)
 

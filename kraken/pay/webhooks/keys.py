@@ -92,7 +92,8 @@ class KeySet:
         if key is not None:
             return key
         loop = asyncio.get_running_loop()
-        lock = self._async_fetch.setdefault(loop, asyncio.Lock())
+        with self._state:
+            lock = self._async_fetch.setdefault(loop, asyncio.Lock())
         async with lock:  # concurrent notifications for a new kid share one fetch
             if self._keys.get(kid) is None and self._may_fetch():
                 try:

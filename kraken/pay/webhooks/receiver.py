@@ -100,7 +100,12 @@ def receive(
         callback = verifier.verify(_token(body, content_type))
     except InvalidCallback as exc:
         return _refused(exc)
-    on_callback(callback)
+    result = on_callback(callback)
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # never awaited: close it rather than leave a warning behind
+        raise TypeError("on_callback: returned an awaitable; use areceive() for coroutine hooks")
     return _accepted(callback)
 
 

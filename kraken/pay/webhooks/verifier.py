@@ -28,8 +28,6 @@ _MAX_KID_CHARS = 256
 # Header parameters that carry or point to a key, or change how the token is read.
 _REFUSED_HEADERS = ("jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64")
 
-_JWS = PyJWS(algorithms=[ALGORITHM])
-
 
 class PayCallbackVerifier:
     """Verifies Kraken Pay notifications against the keys of ``jwks_url``.
@@ -73,6 +71,7 @@ class PayCallbackVerifier:
         )
         self._leeway = leeway
         self._clock = clock
+        self._jws = PyJWS(algorithms=[ALGORITHM])
 
     @property
     def jwks_url(self) -> str:
@@ -98,7 +97,7 @@ class PayCallbackVerifier:
 
     def _check(self, token: str, key: jwt.PyJWK) -> PayCallback:
         try:
-            decoded = _JWS.decode_complete(token, key=key.key, algorithms=[ALGORITHM])
+            decoded = self._jws.decode_complete(token, key=key.key, algorithms=[ALGORITHM])
         except jwt.InvalidSignatureError:
             raise InvalidCallback(
                 "bad_signature", "signature: does not match the key its kid names"
