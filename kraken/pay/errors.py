@@ -4,6 +4,10 @@ Every failure of a call is exactly one :class:`KrakenError`. ``transient`` says 
 same call may succeed later; ``ambiguous`` says whether the call may already have taken
 effect at Kraken although we saw no answer (a timeout, a reset after sending, a garbled
 body), which is what lets a retry read "already cancelled" as success.
+
+Input we are handed rather than an answer to a call we made is a ``ValueError`` of its own
+module instead: ``kraken.pay.InvalidExternalId``, and ``kraken.pay.webhooks.InvalidCallback``
+for a Kraken Pay notification that does not verify.
 """
 
 from __future__ import annotations

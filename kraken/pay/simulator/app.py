@@ -25,7 +25,7 @@ from kraken.pay.simulator.pay import (
     KrakenPay,
     answer,
 )
-from kraken.pay.simulator.state import Counters, canonical_external_id
+from kraken.pay.simulator.state import Counters, TransitionError, canonical_external_id
 
 if TYPE_CHECKING:
     from kraken.pay.simulator.server import Simulator
@@ -63,7 +63,13 @@ def make_app(
     app.add_routes(
         [
             web.post("/0/{method:.*}", routes.handle),
+            web.get("/.well-known/pay-callback-keys.json", control.jwks),
             web.post("/_sim/requests", control.create_requests),
+            web.post("/_sim/requests/pay", control.pay),
+            web.post("/_sim/requests/expire", control.expire),
+            web.get("/_sim/webhooks", control.get_webhooks),
+            web.post("/_sim/webhooks", control.register_webhook),
+            web.delete("/_sim/webhooks", control.clear_webhooks),
             web.get("/_sim/requests", control.get_request),
             web.get("/_sim/requests/summary", control.summary),
             web.get("/_sim/faults", control.get_faults),
@@ -183,6 +189,8 @@ def _answers_400(handler: Handler) -> Handler:
     async def wrapper(request: web.Request) -> web.Response:
         try:
             return await handler(request)
+        except TransitionError as exc:  # no such request (404), or not pending (409)
+            return web.json_response({"error": str(exc)}, status=exc.status)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
 
@@ -207,6 +215,9 @@ class _ControlRoutes:
         self.create_requests = _answers_400(self._create_requests)
         self.get_request = _answers_400(self._get_request)
         self.set_faults = _answers_400(self._set_faults)
+        self.pay = _answers_400(self._pay)
+        self.expire = _answers_400(self._expire)
+        self.register_webhook = _answers_400(self._register_webhook)
 
     async def _create_requests(self, request: web.Request) -> web.Response:
         payload = await _json_object(request)
@@ -231,6 +242,34 @@ class _ControlRoutes:
         if found is None:
             return web.json_response({"error": "external_id: no such payment request"}, status=404)
         return web.json_response(found)
+
+    async def _pay(self, request: web.Request) -> web.Response:
+        payload = await _json_object(request)
+        kraktag = payload.get("customer_kraktag", "sim-payer")
+        if kraktag is not None and not isinstance(kraktag, str):
+            raise ValueError("customer_kraktag: must be a string or null")
+        eid = canonical_external_id(payload.get("external_id"))
+        return web.json_response(self._sim.pay(eid, kraktag))
+
+    async def _expire(self, request: web.Request) -> web.Response:
+        payload = await _json_object(request)
+        eid = canonical_external_id(payload.get("external_id"))
+        return web.json_response(self._sim.expire(eid))
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        return web.json_response(self._sim.jwks())
+
+    async def get_webhooks(self, request: web.Request) -> web.Response:
+        return web.json_response({"urls": self._sim.webhooks()})
+
+    async def _register_webhook(self, request: web.Request) -> web.Response:
+        payload = await _json_object(request)
+        urls = self._sim.register_webhook(payload.get("url"))
+        return web.json_response({"urls": urls}, status=201)
+
+    async def clear_webhooks(self, request: web.Request) -> web.Response:
+        self._sim.clear_webhooks()
+        return web.json_response({"urls": []})
 
     async def summary(self, request: web.Request) -> web.Response:
         return web.json_response(self._sim.summary())

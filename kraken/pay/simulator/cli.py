@@ -34,9 +34,13 @@ def serve(
     rate_limit: tuple[float, float] | None = None,
     seed: int | None = None,
     access_log: bool = False,
+    webhooks: Sequence[str] = (),
     on_ready: Callable[[str], None] = _announce,
 ) -> None:
-    """Run a simulator until SIGINT or SIGTERM; ``on_ready(url)`` runs once the port is bound."""
+    """Run a simulator until SIGINT or SIGTERM; ``on_ready(url)`` runs once the port is bound.
+
+    ``webhooks`` are URLs registered at start, as ``POST /_sim/webhooks`` would.
+    """
     simulator = Simulator(
         keys,
         host=host,
@@ -46,6 +50,8 @@ def serve(
         seed=seed,
         access_log=access_log,
     )
+    for url in webhooks:
+        simulator.register_webhook(url)
     with contextlib.suppress(KeyboardInterrupt):  # where signal handlers are unavailable
         asyncio.run(_serve_until_signalled(simulator, on_ready))
 
@@ -96,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a token bucket per key (default: no limit)",
     )
     parser.add_argument("--seed", type=int, help="seed for fault draws")
+    parser.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="send status notifications to URL (repeatable)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
@@ -117,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit=args.rate_limit,
             seed=args.seed,
             access_log=args.access_log,
+            webhooks=args.webhook,
         )
     except ValueError as exc:  # ConfigurationError included: a bad secret, a bad option
         parser.error(str(exc))

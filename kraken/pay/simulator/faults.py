@@ -7,6 +7,9 @@ A spec maps a fault kind to when it fires, either by probability or for the next
 
 At most one fault applies per call: kinds are tried in the order of :data:`KINDS`, and the
 draws come from one ``random.Random(seed)``, so a seeded run is reproducible.
+
+The same spec may name :data:`WEBHOOK_KINDS`: those are drawn once per status notification the
+simulator sends (not per Kraken call), by a ``Faults`` of their own.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KINDS", "Fault", "FaultSpecError", "Faults"]
+__all__ = ["KINDS", "WEBHOOK_KINDS", "Fault", "FaultSpecError", "Faults", "split_spec"]
 
 KINDS = (
     "reset_before",
@@ -31,8 +34,20 @@ KINDS = (
     "lockout",
 )
 
+WEBHOOK_KINDS = (
+    "webhook_duplicate",  # the notification is delivered twice
+    "webhook_delay",  # the first attempt waits ``seconds``
+    "webhook_expired",  # the token's exp has passed
+    "webhook_unknown_key",  # signed by a key whose kid is not in the JWKS
+    "webhook_bad_signature",  # the signature does not match the claims
+)
+
 # Options some kinds take besides "rate"/"next", with their defaults.
-_OPTIONS: dict[str, dict[str, float]] = {"delay": {"seconds": 2.0}, "http_5xx": {"status": 502}}
+_OPTIONS: dict[str, dict[str, float]] = {
+    "delay": {"seconds": 2.0},
+    "http_5xx": {"status": 502},
+    "webhook_delay": {"seconds": 2.0},
+}
 
 
 class FaultSpecError(ValueError):
@@ -59,14 +74,15 @@ class Fault:
 class Faults:
     """The active fault set and the seeded random source that decides when they fire."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, kinds: tuple[str, ...] = KINDS) -> None:
         self._seed = seed
+        self._kinds = kinds
         self._random = random.Random(seed)
         self._active: list[Fault] = []
 
     def set(self, spec: Mapping[str, Any]) -> None:
         """Replace the active faults with ``spec``; on error nothing changes."""
-        self._active = parse_spec(spec)
+        self._active = parse_spec(spec, self._kinds)
 
     def clear(self) -> None:
         self._active = []
@@ -93,14 +109,29 @@ class Faults:
         return None
 
 
-def parse_spec(spec: Any) -> list[Fault]:
-    """Validate a whole spec; the faults come back in :data:`KINDS` order."""
+def parse_spec(spec: Any, kinds: tuple[str, ...] = KINDS) -> list[Fault]:
+    """Validate a whole spec; the faults come back in the order of ``kinds``."""
     if not isinstance(spec, Mapping):
         raise FaultSpecError("faults: must be an object mapping a fault kind to its settings")
-    unknown = [kind for kind in spec if kind not in KINDS]
+    unknown = [kind for kind in spec if kind not in kinds]
     if unknown:
-        raise FaultSpecError(f"{unknown[0]}: unknown fault kind; known: {', '.join(KINDS)}")
-    return [_parse_fault(kind, spec[kind]) for kind in KINDS if kind in spec]
+        raise FaultSpecError(f"{unknown[0]}: unknown fault kind; known: {', '.join(kinds)}")
+    return [_parse_fault(kind, spec[kind]) for kind in kinds if kind in spec]
+
+
+def split_spec(spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(api faults, webhook faults)`` of one spec, both validated: a bad spec changes nothing."""
+    if not isinstance(spec, Mapping):
+        raise FaultSpecError("faults: must be an object mapping a fault kind to its settings")
+    unknown = [kind for kind in spec if kind not in KINDS + WEBHOOK_KINDS]
+    if unknown:
+        known = ", ".join(KINDS + WEBHOOK_KINDS)
+        raise FaultSpecError(f"{unknown[0]}: unknown fault kind; known: {known}")
+    api = {kind: value for kind, value in spec.items() if kind in KINDS}
+    hooks = {kind: value for kind, value in spec.items() if kind in WEBHOOK_KINDS}
+    parse_spec(api, KINDS)
+    parse_spec(hooks, WEBHOOK_KINDS)
+    return api, hooks
 
 
 def _parse_fault(kind: str, settings: Any) -> Fault:

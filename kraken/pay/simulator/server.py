@@ -11,9 +11,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from kraken.pay.simulator.app import make_app
-from kraken.pay.simulator.faults import KINDS, Faults
+from kraken.pay.simulator.faults import KINDS, WEBHOOK_KINDS, Faults, split_spec
 from kraken.pay.simulator.pay import KrakenPay
-from kraken.pay.simulator.state import Counters, canonical_external_id
+from kraken.pay.simulator.site import CountingSite, url_of
+from kraken.pay.simulator.state import Counters, PaymentRequest, canonical_external_id
+from kraken.pay.simulator.webhooks import CallbackKeys, Notifier
+
+JWKS_PATH = "/.well-known/pay-callback-keys.json"
 
 __all__ = ["DEMO_API_KEY", "DEMO_API_SECRET", "Simulator", "SimulatorThread"]
 
@@ -25,52 +29,8 @@ DEMO_API_SECRET = (
 
 # Seconds a stopping server waits for calls in progress; delayed calls are woken at once.
 _SHUTDOWN_TIMEOUT = 2.0
-_BACKLOG = 1024  # benchmarks open hundreds of connections at once
 
 T = TypeVar("T")
-
-
-class _CountingSite(web.BaseSite):
-    """A TCP site that counts accepted connections, which no per-request hook can see."""
-
-    __slots__ = ("_host", "_on_connection", "_port")
-
-    def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, on_connection: Callable[[], None]
-    ) -> None:
-        super().__init__(runner, backlog=_BACKLOG)
-        self._host = host
-        self._port = port
-        self._on_connection = on_connection
-
-    @property
-    def name(self) -> str:
-        return _url(self._host, self.port)
-
-    @property
-    def port(self) -> int:
-        if self._server is None or not self._server.sockets:
-            return self._port
-        return self._server.sockets[0].getsockname()[1]
-
-    async def start(self) -> None:
-        await super().start()
-        make_protocol = self._runner.server
-        assert make_protocol is not None
-        on_connection = self._on_connection
-
-        def protocol() -> asyncio.Protocol:
-            on_connection()
-            return make_protocol()
-
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            protocol, self._host, self._port, backlog=self._backlog
-        )
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class Simulator:
@@ -78,7 +38,9 @@ class Simulator:
 
     ``keys`` maps API keys to base64 secrets (default: the demo pair). ``nonce_window``
     mirrors the key setting of that name; ``rate_limit=(capacity, per_second)`` gives each
-    key a token bucket; ``seed`` makes fault draws reproducible.
+    key a token bucket; ``seed`` makes fault draws reproducible. Status notifications are
+    signed with a key made here and tried ``webhook_attempts`` times per URL, ``webhook_backoff``
+    seconds apart at first, doubling.
     """
 
     def __init__(
@@ -91,11 +53,16 @@ class Simulator:
         rate_limit: tuple[float, float] | None = None,
         seed: int | None = None,
         access_log: bool = False,
+        webhook_attempts: int = 5,
+        webhook_backoff: float = 0.2,
     ) -> None:
         self.host = host
         self._requested_port = port
         self._access_log = access_log
-        self._counters = Counters(faults_injected=dict.fromkeys(KINDS, 0))
+        self._counters = Counters(
+            faults_injected=dict.fromkeys(KINDS, 0),
+            webhook_faults_injected=dict.fromkeys(WEBHOOK_KINDS, 0),
+        )
         self._kraken = KrakenPay(
             {DEMO_API_KEY: DEMO_API_SECRET} if keys is None else keys,
             self._counters,
@@ -103,8 +70,17 @@ class Simulator:
             rate_limit=rate_limit,
         )
         self._faults = Faults(seed)
+        self._webhook_faults = Faults(seed, WEBHOOK_KINDS)
+        self._notifier = Notifier(
+            CallbackKeys(),
+            self._webhook_faults,
+            self._counters,
+            attempts=webhook_attempts,
+            backoff=webhook_backoff,
+        )
+        self._kraken.requests.on_change = self._notifier.notify
         self._runner: web.AppRunner | None = None
-        self._site: _CountingSite | None = None
+        self._site: CountingSite | None = None
 
     # -------------------------------------------------------------------- lifecycle
 
@@ -117,7 +93,12 @@ class Simulator:
     @property
     def url(self) -> str:
         """The base URL to give a client, e.g. ``http://127.0.0.1:54321``."""
-        return _url(self.host, self.port)
+        return url_of(self.host, self.port)
+
+    @property
+    def jwks_url(self) -> str:
+        """Where the simulator serves its callback keys: give it to ``PayCallbackVerifier``."""
+        return self.url + JWKS_PATH
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -130,18 +111,20 @@ class Simulator:
             handler_cancellation=False,  # a call whose client left still takes effect
         )
         await runner.setup()
-        site = _CountingSite(runner, self.host, self._requested_port, self._count_connection)
+        site = CountingSite(runner, self.host, self._requested_port, self._count_connection)
         try:
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
+        await self._notifier.start()
         self._runner, self._site = runner, site
 
     async def stop(self) -> None:
         runner, self._runner, self._site = self._runner, None, None
         if runner is not None:
             await runner.cleanup()
+            await self._notifier.stop()
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -168,9 +151,7 @@ class Simulator:
         """``{"external_id", "state", "cancel_calls"}`` of one payment request, or ``None``."""
         eid = canonical_external_id(external_id)
         found = self._kraken.requests.get(eid)
-        if found is None:
-            return None
-        return {"external_id": eid, "state": found.state, "cancel_calls": found.cancel_calls}
+        return None if found is None else _described(eid, found)
 
     def summary(self) -> dict[str, Any]:
         """``{"total", "by_state": {state: n}, "cancel_calls": {"0": n, "1": n, ">1": n}}``."""
@@ -181,24 +162,64 @@ class Simulator:
         return self._kraken.requests.cancelled_at()
 
     def set_faults(self, spec: Mapping[str, Any]) -> None:
-        """Replace the active faults, e.g. ``{"reset_before": {"next": 2}}``."""
-        self._faults.set(spec)
+        """Replace the active faults, e.g. ``{"reset_before": {"next": 2}}``; webhook kinds too."""
+        api, hooks = split_spec(spec)
+        self._faults.set(api)
+        self._webhook_faults.set(hooks)
 
     def clear_faults(self) -> None:
         self._faults.clear()
+        self._webhook_faults.clear()
 
     def faults(self) -> dict[str, dict[str, Any]]:
         """The active faults, in the spec's shape, with ``next`` counting down."""
-        return self._faults.describe()
+        return self._faults.describe() | self._webhook_faults.describe()
+
+    # -------------------------------------------------------------------- notifications
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys notifications are signed with, as ``jwks_url`` serves them."""
+        return self._notifier.keys.jwks()
+
+    def register_webhook(self, url: str) -> list[str]:
+        """Send every later state change to ``url`` too; returns the registered URLs."""
+        return self._notifier.register(url)
+
+    def webhooks(self) -> list[str]:
+        return self._notifier.urls
+
+    def clear_webhooks(self) -> None:
+        """Forget the URLs; deliveries in flight are abandoned."""
+        self._notifier.clear()
+
+    def pay(self, external_id: Any, customer_kraktag: str | None = "sim-payer") -> dict[str, Any]:
+        """The customer pays a pending request: a ``success`` notification follows."""
+        eid = canonical_external_id(external_id)
+        return _described(eid, self._kraken.requests.pay(eid, customer_kraktag))
+
+    def expire(self, external_id: Any) -> dict[str, Any]:
+        """A pending request expires: an ``expired`` notification follows."""
+        eid = canonical_external_id(external_id)
+        return _described(eid, self._kraken.requests.expire(eid))
+
+    async def wait_webhooks(self, timeout: float = 30.0) -> None:
+        """Return once every notification sent so far was acknowledged or given up."""
+        await asyncio.wait_for(self._notifier.drain(), timeout)
 
     def stats(self) -> dict[str, Any]:
         return self._counters.as_dict()
 
     def reset(self) -> None:
-        """Forget requests, nonces, rate budgets, faults and counts; keys and options stay."""
+        """Forget requests, nonces, rate budgets, faults, webhook URLs and counts; keys stay."""
         self._kraken.reset()
         self._faults.reset()
+        self._webhook_faults.reset()
+        self._notifier.clear()
         self._counters.reset()
+
+
+def _described(eid: str, request: PaymentRequest) -> dict[str, Any]:
+    return {"external_id": eid, "state": request.state, "cancel_calls": request.cancel_calls}
 
 
 class SimulatorThread:
@@ -219,6 +240,8 @@ class SimulatorThread:
         seed: int | None = None,
         access_log: bool = False,
         start_timeout: float = 30.0,
+        webhook_attempts: int = 5,
+        webhook_backoff: float = 0.2,
     ) -> None:
         self._sim = Simulator(
             keys,
@@ -228,6 +251,8 @@ class SimulatorThread:
             rate_limit=rate_limit,
             seed=seed,
             access_log=access_log,
+            webhook_attempts=webhook_attempts,
+            webhook_backoff=webhook_backoff,
         )
         self._start_timeout = start_timeout
         self._thread: threading.Thread | None = None
@@ -243,6 +268,10 @@ class SimulatorThread:
     @property
     def url(self) -> str:
         return self._sim.url
+
+    @property
+    def jwks_url(self) -> str:
+        return self._sim.jwks_url
 
     def start(self) -> None:
         if self._thread is not None:
@@ -337,3 +366,29 @@ class SimulatorThread:
 
     def reset(self) -> None:
         self._on_loop(self._sim.reset)
+
+    def jwks(self) -> dict[str, Any]:
+        return self._sim.jwks()
+
+    def register_webhook(self, url: str) -> list[str]:
+        return self._on_loop(self._sim.register_webhook, url)
+
+    def webhooks(self) -> list[str]:
+        return self._on_loop(self._sim.webhooks)
+
+    def clear_webhooks(self) -> None:
+        self._on_loop(self._sim.clear_webhooks)
+
+    def pay(self, external_id: Any, customer_kraktag: str | None = "sim-payer") -> dict[str, Any]:
+        return self._on_loop(self._sim.pay, external_id, customer_kraktag)
+
+    def expire(self, external_id: Any) -> dict[str, Any]:
+        return self._on_loop(self._sim.expire, external_id)
+
+    def wait_webhooks(self, timeout: float = 30.0) -> None:
+        """Block until every notification sent so far was acknowledged or given up."""
+        loop = self._loop
+        if loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._sim.wait_webhooks(timeout), loop)
+        future.result(timeout + 5)

@@ -21,10 +21,24 @@ __all__ = [
     "PaymentRequest",
     "PaymentRequests",
     "TokenBuckets",
+    "TransitionError",
     "canonical_external_id",
 ]
 
 STATES = ("pending", "paid", "expired", "cancelled")
+# The status a Kraken Pay notification reports for each state a request can move to.
+NOTIFIED_STATUS = {"paid": "success", "expired": "expired", "cancelled": "cancelled"}
+
+# Called with (external_id, status, customer_kraktag) when a request changes state.
+OnChange = Callable[[str, str, str | None], None]
+
+
+class TransitionError(ValueError):
+    """A control asked for a change Kraken Pay would not make; ``status`` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def canonical_external_id(value: Any, name: str = "external_id") -> str:
@@ -40,13 +54,18 @@ class PaymentRequest:
     state: str
     cancel_calls: int = 0
     cancelled_at: float | None = None  # unix time of the call that cancelled it
+    customer_kraktag: str | None = None  # the payer, once paid
 
 
 class PaymentRequests:
-    """Payment requests by canonical ``external_id``, and the cancel rule Kraken Pay applies."""
+    """Payment requests by canonical ``external_id``, and the rules of their states.
 
-    def __init__(self) -> None:
+    ``on_change`` hears every change of state (cancelled, paid, expired), never a creation.
+    """
+
+    def __init__(self, on_change: OnChange | None = None) -> None:
         self._by_id: dict[str, PaymentRequest] = {}
+        self.on_change = on_change
 
     def create(self, ids: Iterable[Any], state: str = "pending") -> int:
         """Create (or replace) one request per id; validate everything before changing anything."""
@@ -69,12 +88,42 @@ class PaymentRequests:
             return "RequestNotFound"
         request.cancel_calls += 1
         if request.state == "pending":
-            request.state = "cancelled"
             request.cancelled_at = time.time()
+            self._move(eid, request, "cancelled")
             return None
         if request.state == "cancelled":
             return "RequestAlreadyCancelled"
         return "RequestNotCancellable"
+
+    def pay(self, eid: str, customer_kraktag: str | None) -> PaymentRequest:
+        """The customer pays a pending request (the simulator's control, not a Kraken call)."""
+        request = self._pending(eid, "paid")
+        request.customer_kraktag = customer_kraktag
+        self._move(eid, request, "paid")
+        return request
+
+    def expire(self, eid: str) -> PaymentRequest:
+        """A pending request reaches its expiry."""
+        request = self._pending(eid, "expired")
+        self._move(eid, request, "expired")
+        return request
+
+    def _pending(self, eid: str, target: str) -> PaymentRequest:
+        request = self._by_id.get(eid)
+        if request is None:
+            raise TransitionError("external_id: no such payment request", 404)
+        if request.state != "pending":
+            raise TransitionError(
+                f"state: only a pending request can become {target}, this one is {request.state}",
+                409,
+            )
+        return request
+
+    def _move(self, eid: str, request: PaymentRequest, state: str) -> None:
+        request.state = state
+        if self.on_change is not None:
+            kraktag = request.customer_kraktag if state == "paid" else None
+            self.on_change(eid, NOTIFIED_STATUS[state], kraktag)
 
     def summary(self) -> dict[str, Any]:
         """Counts by state and by number of cancel calls: cheap proof of "exactly once"."""
@@ -204,14 +253,21 @@ class Counters:
     invalid_arguments: int = 0
     connections_opened: int = 0
     faults_injected: dict[str, int] = field(default_factory=dict)
+    webhooks_notified: int = 0  # state changes announced, times registered URLs
+    webhooks_sent: int = 0  # POST attempts, retries and duplicates included
+    webhooks_acknowledged: int = 0  # deliveries answered 2xx
+    webhooks_retried: int = 0  # attempts answered non-2xx or not at all, then tried again
+    webhooks_failed: int = 0  # deliveries given up after the last attempt
+    webhook_faults_injected: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         counts: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        counts["faults_injected"] = dict(self.faults_injected)
+        for name, value in counts.items():
+            if isinstance(value, dict):
+                counts[name] = dict(value)
         return counts
 
     def reset(self) -> None:
         for f in fields(self):
-            if f.name != "faults_injected":
-                setattr(self, f.name, 0)
-        self.faults_injected = dict.fromkeys(self.faults_injected, 0)
+            value = getattr(self, f.name)
+            setattr(self, f.name, dict.fromkeys(value, 0) if isinstance(value, dict) else 0)
