@@ -167,9 +167,10 @@ def _due_argument(at: datetime | None, in_: timedelta | float | None) -> tuple[s
     else:
         raise TypeError(f"in_: must be a timedelta or seconds, not {type(in_).__name__}")
     if not 0 <= seconds <= limit:  # NaN and infinities fail this too
+        shown = str(in_) if isinstance(in_, timedelta) else repr(in_)
         raise ValueError(
             f"in_: must be 0 or more and at most {limit:.0f} seconds ({MAX_AHEAD.days} days), "
-            f"not {in_!r:.40}"
+            f"not {shown:.40}"
         )
     return "in", seconds
 
