@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tracemalloc
+import zlib
 
 import pytest
 from aiohttp import web
@@ -34,6 +35,9 @@ class Kraken:
             return web.Response(body=OK, content_type="application/json")
         if self.answer == "announced":  # Content-Length says 100 MB before any of it comes
             return web.Response(body=PIECE * 1600, content_type="application/json")
+        if self.answer == "gzip":
+            headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            return web.Response(body=_gzip_bomb(), headers=headers)
         return await self._stream(request, pieces=12_800)  # 800 MiB, chunked
 
     async def _stream(self, request: web.Request, pieces: int) -> web.StreamResponse:
@@ -48,6 +52,14 @@ class Kraken:
         except (ConnectionError, RuntimeError):  # the client hung up, as it should
             pass
         return response
+
+
+def _gzip_bomb(mib: int = 200) -> bytes:
+    """A valid gzip envelope of ``mib`` MiB that travels as a few hundred KB."""
+    gzip = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [gzip.compress(b'{"error":[],"result":{}')]
+    parts += [gzip.compress(PIECE * 16) for _ in range(mib)]
+    return b"".join([*parts, gzip.compress(b"}"), gzip.flush()])
 
 
 @pytest.fixture
@@ -82,6 +94,19 @@ async def test_an_800_mib_answer_is_cut_at_the_cap_in_bounded_memory(kraken):
     assert info.value.ambiguous  # Kraken answered: it may have cancelled
     assert info.value.transient
     assert peak < 8 << 20  # the cap and a few pieces, not 800 MiB (1.6 GiB measured before)
+
+
+async def test_a_gzip_bomb_is_cut_at_the_cap_once_decompressed(kraken):
+    kraken.answer = "gzip"
+    async with KrakenPayClient(CREDS, base_url=kraken.url) as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(MalformedResponse, match=r"max_response_bytes=4,194,304 \(more\)"):
+                await client.cancel_request("AAAAAAAAAAE")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 << 20  # 200 MiB once decompressed
 
 
 async def test_an_answer_announced_larger_than_the_cap_is_not_read(kraken):
