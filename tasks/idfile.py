@@ -140,14 +140,12 @@ def _csv_cells(
     """The cells of ``column``; each CSV record is one line (an id never spans lines)."""
     index = _column_number(column)
     for number, line in lines:
-        if line is None or not line.strip():
-            if index is None and line is None:
-                raise InputError(f"line {number}: the header is unreadable (see above)")
+        if line is not None and not line.strip():
             continue
-        try:
-            row = next(csv.reader((line,), strict=True))
-        except csv.Error as exc:
-            problems.add(number, excerpt(line.rstrip("\r\n")), f"not CSV ({exc})")
+        row = None if line is None else _csv_row(number, line, problems)
+        if row is None:
+            if index is None:  # the header must be readable: it says where the ids are
+                raise InputError(f"line {number}: the header is unreadable (see above)")
             continue
         if index is None:  # the first line is the header: it names the column
             index = _header_index(row, column)
@@ -155,6 +153,14 @@ def _csv_cells(
             yield number, row[index].strip()
         else:
             problems.add(number, excerpt(line.rstrip("\r\n")), f"has no column {column}")
+
+
+def _csv_row(number: int, line: str, problems: Problems) -> list[str] | None:
+    try:
+        return next(csv.reader((line,), strict=True))
+    except csv.Error as exc:
+        problems.add(number, excerpt(line.rstrip("\r\n")), f"not CSV ({exc})")
+        return None
 
 
 def _column_number(column: str) -> int | None:

@@ -225,3 +225,10 @@ def test_an_unreadable_header_refuses_the_file():
     with pytest.raises(InputError, match=r"^line 1: the header is unreadable \(see above\)$"):
         idfile.read_ids(io.BytesIO(b"\xffid\nAAAAAAAAAAE\n"), "id", problems=problems)
     assert problems.reports[0].startswith("line 1: ")
+
+
+def test_a_header_that_is_not_csv_refuses_the_file():
+    problems = Problems()
+    with pytest.raises(InputError, match=r"^line 2: the header is unreadable \(see above\)$"):
+        idfile.read_ids(io.BytesIO(b'\nid,"x\nAAAAAAAAAAE,1\n'), "id", problems=problems)
+    assert problems.reports == ["line 2: 'id,\"x': not CSV (unexpected end of data)"]
