@@ -157,8 +157,11 @@ def _due_argument(at: datetime | None, in_: timedelta | float | None) -> tuple[s
                 "at: must be timezone-aware, e.g. datetime.now(timezone.utc) + ...; a naive "
                 "datetime is refused because it could be in any time zone"
             )
-        if abs((at - datetime.now(timezone.utc)).total_seconds()) > limit:
-            raise ValueError(f"at: must be within {MAX_AHEAD.days} days of now, not {at}")
+        ahead = (at - datetime.now(timezone.utc)).total_seconds()
+        if ahead > limit or at.timestamp() < 0:  # a past time is due now; before 1970, a bug
+            raise ValueError(
+                f"at: must be after 1970 and at most {MAX_AHEAD.days} days from now, not {at}"
+            )
         return "at", at.timestamp()
     if isinstance(in_, timedelta):
         seconds = in_.total_seconds()
