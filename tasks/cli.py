@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import csv
 import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import click
 
 from kraken.pay import KrakenError, normalize_external_id
 from kraken.pay.errors import AuthenticationError, ConfigurationError, TransportError
+from tasks import idfile
 
 __all__ = [
     "EXIT_CONFIG",
@@ -366,51 +366,8 @@ async def _cancel_once(client: Any, eid: str) -> Outcome:
 # ----------------------------------------------------------------------------- bulk-cancel
 
 
-def read_ids(lines: Iterable[str], column: str | None = None) -> tuple[list[str], list[str]]:
-    """(ids, problems) from one id a line, or from CSV rows when ``column`` is given.
-
-    ``column`` is a header's name (the first row is then the header) or a 1-based number.
-    Blank lines and lines starting with ``#`` are skipped; a bad line becomes a problem
-    naming its line number, and the rest is read on.
-    """
-    ids: list[str] = []
-    problems: list[str] = []
-    rows = _csv_cells(lines, column, problems) if column else _plain_cells(lines)
-    for number, text in rows:
-        try:
-            ids.append(parse_id(text))
-        except ValueError as exc:
-            problems.append(f"line {number}: {text!r}: {exc}")
-    return ids, problems
-
-
-def _plain_cells(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(lines, 1):
-        text = line.strip()
-        if text and not text.startswith("#"):
-            yield number, text
-
-
-def _csv_cells(lines: Iterable[str], column: str, problems: list[str]) -> Iterator[tuple[int, str]]:
-    reader = csv.reader(lines)
-    index = int(column) - 1 if column.isdigit() else None
-    for row in reader:
-        number = reader.line_num
-        if index is None:  # the header names the column
-            if column not in row:
-                raise click.BadParameter(f"no column {column!r} in the header {row}")
-            index = row.index(column)
-            continue
-        if not any(cell.strip() for cell in row):
-            continue
-        if index >= len(row) or index < 0:
-            problems.append(f"line {number}: has no column {column}")
-            continue
-        yield number, row[index].strip()
-
-
 @cli.command("bulk-cancel")
-@click.argument("source", type=click.File("r", encoding="utf-8"), metavar="FILE|-")
+@click.argument("source", type=click.File("rb"), metavar="FILE|-")
 @click.option("--column", help="Read CSV and take the ids from this column (name or number).")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the outcomes.")
 @click.option(
@@ -421,36 +378,64 @@ def _csv_cells(lines: Iterable[str], column: str, problems: list[str]) -> Iterat
     help="Seconds to wait for the whole bulk cancellation.",
 )
 @click.option("--queue", help="The Celery queue to send to (default: the app's default queue).")
+@click.option(
+    "--max-ids",
+    type=click.IntRange(min=1),
+    default=idfile.MAX_IDS,
+    show_default=True,
+    help="Refuse a file with more ids than this (nothing is sent).",
+)
 def bulk_cancel_command(
-    source: TextIO, column: str | None, wait: bool, timeout: float, queue: str | None
+    source: BinaryIO,
+    column: str | None,
+    wait: bool,
+    timeout: float,
+    queue: str | None,
+    max_ids: int,
 ) -> int:
     """Cancel every payment request whose id is in FILE (one a line; - for stdin).
 
-    Bad lines are reported on stderr with their line number and skipped. With --wait (the
+    Bad lines (not an id, not UTF-8, longer than 1 KiB) are reported on stderr with their
+    line number and skipped; the first 100 are shown, the rest counted. With --wait (the
     default) a progress bar runs until every chunk is done, then a table of outcomes.
     Exits 1 if any cancellation failed, else 2 if any line was bad.
     """
-    ids, problems = read_ids(source, column)
-    for problem in problems:
-        _error(f"kraken-pay bulk-cancel: skipped {problem}")
+    ids, problems = _read_bulk_file(source, column, max_ids)
     if not ids:
         raise CommandError(f"no ids to cancel in {source.name}", EXIT_USAGE)
     from tasks import bulk_cancel
 
     _require_celery()
     result = bulk_cancel.apply_async((ids,), **({"queue": queue} if queue else {}))
-    if not wait:
-        click.echo(f"{len(ids)} ids queued  task {result.id}")
-        return EXIT_USAGE if problems else EXIT_OK
     try:
+        if not wait:
+            click.echo(f"{len(ids)} ids queued  task {result.id}")
+            return EXIT_USAGE if problems else EXIT_OK
         summary = _follow_bulk(result, len(ids), timeout)
     finally:
         release_results()
-    _print_bulk_summary(summary, len(problems))
+    _print_bulk_summary(summary, problems.count)
     if summary["failed"]:
         auth = any("AuthenticationError" in item["error"] for item in summary["failed"])
         return EXIT_CONFIG if auth else EXIT_FAILED
     return EXIT_USAGE if problems else EXIT_OK
+
+
+def _read_bulk_file(
+    source: BinaryIO, column: str | None, max_ids: int
+) -> tuple[list[str], idfile.Problems]:
+    """The ids of ``source``; its bad lines go to stderr, even when the file is refused."""
+    problems = idfile.Problems()
+    try:
+        ids = idfile.read_ids(source, column, problems=problems, parse=parse_id, max_ids=max_ids)
+    except idfile.InputError as exc:
+        raise CommandError(f"{source.name}: {exc}", EXIT_USAGE) from None
+    finally:
+        for report in problems.reports:
+            _error(f"kraken-pay bulk-cancel: skipped {report}")
+        if problems.unreported:
+            _error(f"kraken-pay bulk-cancel: skipped {problems.unreported:,} more bad line(s)")
+    return ids, problems
 
 
 def _follow_bulk(result: Any, total: int, timeout: float) -> dict[str, Any]:

@@ -142,9 +142,16 @@ def _default_redis(app: Any = None) -> redis_sync.Redis:
         return client
 
 
+# The furthest ahead a cancellation may be due: a later time is a mistake (a unit, a year),
+# and beyond datetime's range a stored score would break every reader of the schedule.
+MAX_AHEAD = timedelta(days=365)
+
+
 def _due_argument(at: datetime | None, in_: timedelta | float | None) -> tuple[str, float]:
+    """``("at", unix time)`` or ``("in", seconds)``, refused before anything is stored."""
     if (at is None) == (in_ is None):
         raise TypeError("schedule_cancel: give exactly one of at= or in_=")
+    limit = MAX_AHEAD.total_seconds()
     if at is not None:
         if not isinstance(at, datetime):
             raise TypeError(f"at: must be a datetime, not {type(at).__name__}")
@@ -153,15 +160,24 @@ def _due_argument(at: datetime | None, in_: timedelta | float | None) -> tuple[s
                 "at: must be timezone-aware, e.g. datetime.now(timezone.utc) + ...; a naive "
                 "datetime is refused because it could be in any time zone"
             )
+        ahead = (at - datetime.now(timezone.utc)).total_seconds()
+        if ahead > limit or at.timestamp() < 0:  # a past time is due now; before 1970, a bug
+            raise ValueError(
+                f"at: must be after 1970 and at most {MAX_AHEAD.days} days from now, not {at}"
+            )
         return "at", at.timestamp()
     if isinstance(in_, timedelta):
         seconds = in_.total_seconds()
     elif isinstance(in_, (int, float)) and not isinstance(in_, bool):
-        seconds = float(in_)
+        seconds = float(max(-1, min(in_, limit + 1)))  # an int may not fit in a float
     else:
         raise TypeError(f"in_: must be a timedelta or seconds, not {type(in_).__name__}")
-    if not seconds >= 0:
-        raise ValueError(f"in_: must be 0 or more, not {in_!r}")
+    if not 0 <= seconds <= limit:  # NaN and infinities fail this too
+        shown = str(in_) if isinstance(in_, timedelta) else repr(in_)
+        raise ValueError(
+            f"in_: must be 0 or more and at most {limit:.0f} seconds ({MAX_AHEAD.days} days), "
+            f"not {shown:.40}"
+        )
     return "in", seconds
 
 

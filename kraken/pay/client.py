@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, Literal
 
 import aiohttp
 from redis.exceptions import RedisError
 
+from kraken.pay import bounds
 from kraken.pay.errors import (
     ConfigurationError,
     InvalidNonce,
+    InvalidRequest,
     KrakenError,
+    MalformedResponse,
     RateLimited,
     TransportError,
     parse_response,
@@ -45,6 +49,10 @@ class KrakenPayClient:
     the response, so calls with one key reach Kraken in nonce order and none is rejected.
     ``ordering="window"`` sends concurrently, for keys with a nonce window, and re-signs an
     ``EAPI:Invalid nonce`` once at once with a fresh nonce.
+
+    What comes back is bounded too: an answer over ``max_response_bytes`` is not read
+    further (:class:`~kraken.pay.errors.MalformedResponse`), and a ``Retry-After`` is
+    passed on (and held against the shared rate budget) for at most ``max_retry_after``.
     """
 
     def __init__(
@@ -58,15 +66,35 @@ class KrakenPayClient:
         connect_timeout: float | None = 5.0,
         max_connections: int = 100,
         rate_budget: RateBudget | None = None,
+        max_response_bytes: int = bounds.DEFAULT_MAX_RESPONSE_BYTES,
+        max_retry_after: float = bounds.DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         if not isinstance(credentials, Credentials):
             raise ConfigurationError("credentials: must be a kraken.Credentials")
         if ordering not in ("serial", "window"):
             raise ConfigurationError(f"ordering: must be 'serial' or 'window', not {ordering!r}")
-        if not timeout > 0:
-            raise ConfigurationError(
-                f"timeout: must be a positive number of seconds, not {timeout!r}"
+        timeout = bounds.check_seconds("timeout", timeout, high=bounds.MAX_TIMEOUT)
+        if connect_timeout is not None:
+            connect_timeout = bounds.check_seconds(
+                "connect_timeout", connect_timeout, high=bounds.MAX_TIMEOUT
             )
+        max_connections = bounds.check_count(
+            "max_connections",
+            max_connections,
+            low=1,
+            high=bounds.MAX_CONNECTIONS,
+            unit="connections",
+        )
+        self.max_response_bytes = bounds.check_count(
+            "max_response_bytes",
+            max_response_bytes,
+            low=1024,
+            high=bounds.MAX_RESPONSE_BYTES,
+            unit="bytes",
+        )
+        self.max_retry_after = bounds.check_seconds(
+            "max_retry_after", max_retry_after, high=bounds.MAX_RETRY_AFTER, zero=True
+        )
         self.credentials = credentials
         self.base_url = base_url.rstrip("/")
         self.nonce = nonce if nonce is not None else ClockNonce()
@@ -100,6 +128,7 @@ class KrakenPayClient:
 
     async def private(self, path: str, payload: dict[str, Any] | None = None) -> Any:
         """Send one signed POST with a JSON body to a private ``path``; return ``result``."""
+        payload = _checked_payload(payload)
         try:
             return await self._send(path, payload or {})
         except InvalidNonce:
@@ -124,7 +153,7 @@ class KrakenPayClient:
 
     async def _post(self, path: str, payload: dict[str, Any]) -> Any:
         nonce = await self.nonce.next()
-        body = json.dumps({"nonce": str(nonce), **payload}, separators=(",", ":")).encode()
+        body = _body(nonce, payload)
         headers = {
             "API-Key": self.credentials.api_key,
             "API-Sign": self.credentials.sign(path, nonce, body),
@@ -133,8 +162,10 @@ class KrakenPayClient:
         session = self._ensure_session()
         try:
             async with session.post(self.base_url + path, data=body, headers=headers) as resp:
-                raw = await resp.read()
-                return parse_response(resp.status, raw, resp.headers)
+                raw = await self._read(resp)
+                return parse_response(
+                    resp.status, raw, resp.headers, max_retry_after=self.max_retry_after
+                )
         except RateLimited as exc:
             if self.rate_budget is not None:  # Kraken disagrees with our budget: all slow down
                 with suppress(RedisError):
@@ -155,6 +186,23 @@ class KrakenPayClient:
                 f"connection lost during {path}: {type(exc).__name__}", ambiguous=True
             ) from exc
 
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, up to ``max_response_bytes``; a larger one is dropped unread.
+
+        Kraken answered, so it may have acted on the call: the error is ambiguous.
+        """
+        limit = self.max_response_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise _too_large(resp, limit, f"{resp.content_length:,} bytes announced")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():  # decoded bytes: a gzip bomb counts too
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(resp, limit, "more")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
@@ -168,3 +216,33 @@ class KrakenPayClient:
             f"KrakenPayClient(base_url={self.base_url!r}, ordering={self.ordering!r}, "
             f"nonce={self.nonce!r})"
         )
+
+
+def _checked_payload(payload: Any) -> dict[str, Any]:
+    """The payload as a dict of JSON values, refused before anything is drawn or sent."""
+    if payload is None:
+        return {}
+    if not isinstance(payload, Mapping):
+        raise InvalidRequest(f"payload: must be a mapping, not {type(payload).__name__}")
+    if "nonce" in payload:  # it would replace the nonce that the signature covers
+        raise InvalidRequest("payload: 'nonce' is the client's own, signed field; remove it")
+    try:
+        json.dumps(payload, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"payload: must be JSON without NaN or infinity ({exc})") from None
+    return dict(payload)
+
+
+def _body(nonce: int, payload: dict[str, Any]) -> bytes:
+    """The exact bytes sent and signed: the nonce first, then the caller's fields."""
+    document = {"nonce": str(nonce), **payload}
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _too_large(resp: aiohttp.ClientResponse, limit: int, seen: str) -> MalformedResponse:
+    resp.close()  # the rest is never read: the connection is not reused
+    return MalformedResponse(
+        f"HTTP {resp.status}: answer larger than max_response_bytes={limit:,} ({seen})",
+        status=resp.status,
+        ambiguous=True,
+    )

@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 __all__ = [
+    "DEFAULT_MAX_RETRY_AFTER",
     "ApiError",
     "AuthenticationError",
     "ConfigurationError",
@@ -35,11 +41,15 @@ __all__ = [
     "TransportError",
     "UnknownApiError",
     "parse_response",
+    "parse_retry_after",
 ]
 
 log = logging.getLogger("kraken.pay.errors")
 
 _EXCERPT = 200  # characters of an unparseable body kept for diagnosis
+
+DEFAULT_MAX_RETRY_AFTER = 300.0  # seconds: the longest Retry-After passed on to callers
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(inf(inity)?|nan)", re.I)
 
 
 @dataclass(frozen=True)
@@ -237,7 +247,9 @@ def _error_for(api_error: ApiError) -> type[KrakenError]:
     return UnknownApiError
 
 
-def _status_error(status: int, body: bytes, headers: Mapping[str, str]) -> KrakenError | None:
+def _status_error(
+    status: int, body: bytes, headers: Mapping[str, str], cap: float
+) -> KrakenError | None:
     """The error an HTTP status alone implies, before the body is read."""
     excerpt = body[:_EXCERPT].decode("utf-8", "replace")
     if status == 429:
@@ -245,7 +257,7 @@ def _status_error(status: int, body: bytes, headers: Mapping[str, str]) -> Krake
             f"HTTP 429 Too Many Requests: {excerpt!r}",
             status=status,
             raw=excerpt,
-            retry_after=_retry_after(headers),
+            retry_after=parse_retry_after(headers.get("Retry-After"), cap=cap),
         )
     if status >= 500:
         # A 5xx (Cloudflare's 52x included) may come after Kraken acted on the call.
@@ -255,12 +267,38 @@ def _status_error(status: int, body: bytes, headers: Mapping[str, str]) -> Krake
     return None
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date; rare enough to fall back to our own backoff
+def parse_retry_after(
+    value: str | None, *, cap: float = DEFAULT_MAX_RETRY_AFTER, now: float | None = None
+) -> float | None:
+    """The seconds a ``Retry-After`` value asks for, at most ``cap``; ``None`` if unusable.
+
+    Seconds or an HTTP-date (RFC 9110). The header comes from outside, and one value is
+    shared by every worker of the key: an infinite or huge delay is the cap (the server
+    means "long"), a date in the past is 0, and NaN, a negative number or anything
+    unreadable is ignored, so the caller's own backoff applies.
+    """
+    if value is None:
         return None
+    text = value.strip()
+    if _NUMBER.fullmatch(text):
+        seconds = float(text)
+        if math.isnan(seconds) or seconds < 0:
+            return None
+    else:
+        seconds = _seconds_until(text, time.time() if now is None else now)
+        if seconds is None:
+            return None
+    return min(max(seconds, 0.0), cap)
+
+
+def _seconds_until(http_date: str, now: float) -> float | None:
+    try:
+        moment = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC, by RFC 5322's reading
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp() - now
 
 
 def _decode_envelope(status: int, body: bytes) -> Mapping[str, Any] | KrakenError:
@@ -279,12 +317,22 @@ def _decode_envelope(status: int, body: bytes) -> Mapping[str, Any] | KrakenErro
     )
 
 
-def parse_response(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Any:
-    """Return Kraken's ``result`` for a response, or raise the one error it means."""
+def parse_response(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    *,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+) -> Any:
+    """Return Kraken's ``result`` for a response, or raise the one error it means.
+
+    A ``RateLimited`` carries the response's ``Retry-After``, at most ``max_retry_after``.
+    """
     headers = headers or {}
+    cap = max_retry_after
     envelope = _decode_envelope(status, body)
     if isinstance(envelope, KrakenError):
-        raise _status_error(status, body, headers) or envelope
+        raise _status_error(status, body, headers, cap) or envelope
 
     raw_errors = envelope.get("error") or []
     if not isinstance(raw_errors, list):
@@ -295,8 +343,8 @@ def parse_response(status: int, body: bytes, headers: Mapping[str, str] | None =
     errors = tuple(e for e in parsed if e.severity != "W")
 
     if errors:
-        raise _exception(errors, status, headers)
-    status_error = _status_error(status, body, headers)
+        raise _exception(errors, status, headers, cap)
+    status_error = _status_error(status, body, headers, cap)
     if status_error is not None:
         raise status_error
     if status >= 400:
@@ -305,14 +353,15 @@ def parse_response(status: int, body: bytes, headers: Mapping[str, str] | None =
 
 
 def _exception(
-    errors: tuple[ApiError, ...], status: int, headers: Mapping[str, str]
+    errors: tuple[ApiError, ...], status: int, headers: Mapping[str, str], cap: float
 ) -> KrakenError:
     first = errors[0]
     cls = _error_for(first)
     message = "; ".join(e.code + (f" ({e.type})" if e.type else "") for e in errors)
     kw: dict[str, Any] = {"status": status, "errors": errors, "raw": [e.raw for e in errors]}
     if cls is RateLimited:
-        return RateLimited(message, retry_after=_retry_after(headers), **kw)
+        retry_after = parse_retry_after(headers.get("Retry-After"), cap=cap)
+        return RateLimited(message, retry_after=retry_after, **kw)
     if cls is PayRequestError:
         return PayRequestError(message, reason=PAY_REASONS.get(first.type), **kw)
     return cls(message, **kw)
