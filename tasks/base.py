@@ -4,7 +4,7 @@ The tasks are ``shared_task``s: they bind to whichever Celery app runs them, the
 the standalone one. So no host configuration can weaken them, each carries its own options:
 
 * acknowledged late, and put back when its worker is lost (a SIGKILL mid-call re-runs it);
-* JSON only, both ways;
+* JSON only, both ways; results kept whatever ``task_ignore_result`` says;
 * sent to the library's queue (``kraken_pay`` unless the ``queue`` setting says otherwise),
   so a broker shared with the project's own tasks never mixes the two; ``task_routes`` and
   an explicit ``queue=`` still win;
@@ -48,6 +48,9 @@ class KrakenPayTask(Task):
     acks_late = True
     reject_on_worker_lost = True
     serializer = "json"
+    # Results are the outcomes callers read and what a bulk chord joins on: kept even on an
+    # app whose task_ignore_result is True (Flask's celery_init_app example sets it).
+    ignore_result = False
     # No time limits in messages: the worker sets them on its own task objects.
     time_limit = None
     soft_time_limit = None

@@ -168,6 +168,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("rate_capacity", "KRAKEN_RATE_CAPACITY", _number(1.0, 1e4, "calls"), STARTER_CAPACITY),
     Spec("rate_per_second", "KRAKEN_RATE_PER_SECOND", _rate, STARTER_PER_SECOND),
     Spec("rate_max_wait", "KRAKEN_RATE_MAX_WAIT", _number(0.0, 600.0), 10.0),
+    Spec("max_retry_after", "KRAKEN_MAX_RETRY_AFTER", _number(1.0, 86400.0), 300.0),
+    Spec("max_response_bytes", "KRAKEN_MAX_RESPONSE_BYTES", _integer(1024, 64 << 20), 4 << 20),
     Spec("bulk_chunk", "KRAKEN_BULK_CHUNK", _integer(1, MAX_BULK_CHUNK), 1000),
     Spec("bulk_concurrency", "KRAKEN_BULK_CONCURRENCY", _integer(1, 256), 8),
     Spec("schedule_interval", "KRAKEN_SCHEDULE_INTERVAL", _number(0.1, 3600.0), 1.0),

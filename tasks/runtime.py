@@ -48,6 +48,7 @@ async def build_client(settings: Settings) -> KrakenPayClient:
             capacity=settings.rate_capacity,
             per_second=settings.rate_per_second,
             max_wait=settings.rate_max_wait,
+            max_pause=settings.max_retry_after,
         )
     return KrakenPayClient(
         credentials,
@@ -56,6 +57,8 @@ async def build_client(settings: Settings) -> KrakenPayClient:
         ordering=settings.ordering,
         timeout=settings.timeout,
         rate_budget=budget,
+        max_response_bytes=settings.max_response_bytes,
+        max_retry_after=settings.max_retry_after,
     )
 
 

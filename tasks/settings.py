@@ -112,6 +112,11 @@ class Settings:
     rate_per_second: float | None = STARTER_PER_SECOND
     # KRAKEN_RATE_MAX_WAIT: seconds a call may wait for the budget before it is retried later.
     rate_max_wait: float = 10.0
+    # KRAKEN_MAX_RETRY_AFTER: the longest Kraken's Retry-After may hold a call or the key's
+    # budget back (inf, NaN and huge values become this); KRAKEN_MAX_RESPONSE_BYTES: the
+    # largest answer the client reads (see docs/bounds.md).
+    max_retry_after: float = 300.0
+    max_response_bytes: int = 4 << 20
     # KRAKEN_BULK_CHUNK: ids per bulk_cancel chunk message (at most MAX_BULK_CHUNK).
     bulk_chunk: int = 1000
     # KRAKEN_BULK_CONCURRENCY: cancels in flight per chunk, on the worker's event loop.
