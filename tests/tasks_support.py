@@ -240,3 +240,51 @@ def client_app(app: Celery, **conf: Any) -> Iterator[Celery]:
         app.conf.update(saved)
         _drop_connections(app)
         forget(app)
+
+
+class Beat:
+    """``celery -A tasks beat`` in its own process group, with its own schedule file."""
+
+    def __init__(self, env: dict[str, str], schedule_file: Path, log_path: Path) -> None:
+        self.env = env
+        self.schedule_file = schedule_file
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Beat:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [CELERY, "-A", "tasks", "beat", "-s", str(self.schedule_file), "-l", "INFO"],
+                env=self.env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ticking(self, timeout: float = 30.0) -> Beat:
+        """Return once beat has sent its first ``dispatch_due``."""
+        wait_for(lambda: "Sending due task" in self.log(), timeout, "beat's first tick")
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, as when a host dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -77,7 +77,7 @@ def env(project, sim, redis_url, tmp_path_factory) -> dict[str, str]:
         "SHOP_DATABASE": str(data / "shop.sqlite3"),
         "SHOP_PAYMENT_EXPIRY": "1800",
         # Tuning the project left out falls back to the library's variables, key by key.
-        "KRAKEN_TIMEOUT": "2",
+        "KRAKEN_TIMEOUT": "5",
         "KRAKEN_RETRY_BASE_DELAY": "0.01",
         "KRAKEN_RETRY_MAX_DELAY": "0.5",
         "KRAKEN_RATE_PER_SECOND": "off",
@@ -196,7 +196,7 @@ def test_a_pool_process_killed_mid_cancel_is_redelivered_and_ends_cancelled(
     order = drive(project, env, "order")
     eid = order["payment_external_id"]
     before = sim.stats()["faults_injected"]["delay"]
-    sim.set_faults({"delay": {"next": 1, "seconds": 1.5}})
+    sim.set_faults({"delay": {"next": 1, "seconds": 4.0}})  # held well past the kill
     try:
         drive(project, env, "cancel", str(order["id"]))
         wait_for(lambda: sim.stats()["faults_injected"]["delay"] > before, 30, "the call")
