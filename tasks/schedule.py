@@ -69,6 +69,7 @@ __all__ = [
     "MAX_AHEAD",
     "dispatch_due",
     "load_sweep",
+    "register_relay",
     "relay",
     "schedule_cancel",
     "scheduled",
@@ -213,11 +214,24 @@ def _send(task: KrakenPayTask, ledger: Ledger, entries: list[Entry], route: dict
     return len(entries)
 
 
+_relays: list[Callable[[KrakenPayTask], int]] = []
+
+
+def register_relay(relay: Callable[[KrakenPayTask], int]) -> None:
+    """Run ``relay(task)`` in every ``dispatch_due`` as well (a store in the user's own
+    database registers its own, so it needs no beat entry of its own). Idempotent."""
+    if relay not in _relays:
+        _relays.append(relay)
+
+
 @shared_task(bind=True, base=KrakenPayTask, name=task_name("dispatch_due"), ignore_result=True)
 def dispatch_due(self: KrakenPayTask) -> int:
-    """Beat's relay: send what the ledger says is due; return how many were sent."""
+    """Beat's relay: send what the ledger (and any registered store) says is due; return how
+    many were sent."""
     ledger = ledger_for(self.app)
     sent = relay(self, ledger, route_of(self.request))
+    for extra in _relays:
+        sent += extra(self)
     ledger.trim()
     return sent
 

@@ -157,7 +157,8 @@ def test_two_apps_sharing_a_redis_never_see_each_others_entries(redis_url):
         a, b = ledger_for(apps[0]), ledger_for(apps[1])
         assert [e.external_id for e in a.claim_due(100, grace=60)] == [mine]
         assert [e.external_id for e in b.claim_due(100, grace=60)] == [theirs]
-        assert shared.keys("kraken:*") == []  # nothing under the default prefix
+        assert shared.hget("kraken:ledger:open", mine) is None  # nothing under the default
+        assert shared.hget("kraken:ledger:open", theirs) is None
     finally:
         for each in apps:
             forget(each)
