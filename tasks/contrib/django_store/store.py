@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from kraken.pay import normalize_external_id
 from tasks.base import task_name
+from tasks.contrib.reconcile import closed_fields, decide, resend_after
 from tasks.ledger import ledger_for
 from tasks.settings import settings_for
 
@@ -28,7 +29,6 @@ __all__ = ["connect", "relay_database", "request_cancellation"]
 log = logging.getLogger("tasks.contrib.django_store")
 
 BATCH = 1000  # rows per relay run
-_MAX_DOUBLINGS = 5
 _CANCEL = task_name("cancel_request")
 
 
@@ -81,18 +81,16 @@ def relay_database(task: Any) -> int:
             state=Cancellation.OPEN, deadline__lte=now
         )
         for row in due.order_by("deadline")[:BATCH]:
-            closed = ledger.closed(row.external_id)
-            entry = None if closed else ledger.entry(row.external_id)
-            if closed:
-                _close(row, closed, now)
-            elif entry is not None and entry.state != "scheduled":  # at work: look later
-                row.attempts, row.last_error = entry.attempts, entry.last_error or ""
+            decision = decide(ledger, row.external_id)
+            if decision.action == "close":
+                _set(row, closed_fields(decision.record or {}) | {"closed_at": now})
+            elif decision.action == "wait":
+                row.attempts, row.last_error = decision.attempts, decision.last_error
                 row.deadline = now + timedelta(seconds=grace)
             else:
                 task.task("cancel_request").delay(row.external_id)
                 row.sends += 1
-                backoff = grace * 2 ** min(row.sends, _MAX_DOUBLINGS)
-                row.deadline = now + timedelta(seconds=backoff)
+                row.deadline = now + timedelta(seconds=resend_after(grace, row.sends))
                 sent += 1
             row.save()
     if sent:
@@ -100,25 +98,16 @@ def relay_database(task: Any) -> int:
     return sent
 
 
-def _close(row: Any, record: dict[str, Any], now: Any) -> None:
-    failed = record.get("outcome") == "failed"
-    row.state = row.FAILED if failed else row.CLOSED
-    row.outcome = str(record.get("outcome") or "")[:32]
-    row.attempts = int(record.get("attempts") or row.attempts)
-    row.last_error = str(record.get("kraken_error") or record.get("error") or "")[:200]
-    row.closed_at = now
+def _set(row: Any, fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        setattr(row, name, value)
 
 
 def _on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     if getattr(sender, "name", None) != _CANCEL or not isinstance(result, dict):
         return
-    Cancellation = _model()
-    Cancellation.objects.filter(external_id=result.get("external_id"), state="open").update(
-        state=Cancellation.CLOSED,
-        outcome=str(result.get("outcome") or "")[:32],
-        attempts=int(result.get("attempts") or 0),
-        closed_at=timezone.now(),
-    )
+    fields = closed_fields(result) | {"closed_at": timezone.now()}
+    _model().objects.filter(external_id=result.get("external_id"), state="open").update(**fields)
 
 
 def connect() -> None:

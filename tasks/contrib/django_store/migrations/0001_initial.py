@@ -34,9 +34,7 @@ class Migration(migrations.Migration):
                 ("closed_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                "indexes": [
-                    models.Index(fields=["state", "deadline"], name="kraken_pay_open_due")
-                ],
+                "indexes": [models.Index(fields=["state", "deadline"], name="kraken_pay_open_due")],
             },
         ),
     )
