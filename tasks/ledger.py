@@ -32,166 +32,12 @@ from typing import Any
 
 import redis as redis_sync
 
+from tasks import ledger_scripts as scripts
+
 __all__ = ["RETENTION", "Entry", "Ledger", "NotRecorded", "ledger_for"]
 
 RETENTION = 7 * 86400.0  # seconds a closed record is kept (webhooks may confirm it late)
 _MAX_BACKOFF_DOUBLINGS = 5  # a re-sent entry waits grace * 2**sends, at most 32 graces
-
-_PRELUDE = """
-local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local function at(seconds) return string.format('%.6f', seconds) end
-local function new_entry(t)
-  return {asked_at = t, state = 'queued', attempts = 0, ambiguous = false, sends = 0}
-end
-"""
-
-# KEYS: open, due, closed. ARGV: state ('queued'|'scheduled'), task id or '', 'in'|'at',
-# seconds, then the ids. Records each id (again, after an earlier close); a scheduled id
-# whose entry is already queued or running keeps its state and deadline.
-_ASK = (
-    _PRELUDE
-    + """
-local t = now()
-local when = tonumber(ARGV[4])
-if ARGV[3] == 'in' then when = t + when end
-for i = 5, #ARGV do
-  local id = ARGV[i]
-  local raw = redis.call('HGET', KEYS[1], id)
-  local e = raw and cjson.decode(raw) or new_entry(t)
-  local keep = raw and ARGV[1] == 'scheduled' and e.state ~= 'scheduled'
-  if not keep then
-    e.state = ARGV[1]
-    if ARGV[2] ~= '' then e.task_id = ARGV[2] end
-    redis.call('HSET', KEYS[1], id, cjson.encode(e))
-    redis.call('ZADD', KEYS[2], at(when), id)
-  end
-  redis.call('HDEL', KEYS[3], id)
-end
-return at(when)
-"""
-)
-
-# KEYS: open, due, closed. ARGV: task id or '', hold seconds, then the ids. A worker starts
-# on them: each open (or unknown, or failed) id becomes 'running' with its deadline ``hold``
-# ahead; returns, per id, 'open' and its entry, or 'closed' and Kraken's final answer.
-_BEGIN = (
-    _PRELUDE
-    + """
-local t = now()
-local out = {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  local raw = redis.call('HGET', KEYS[1], id)
-  local closed = redis.call('HGET', KEYS[3], id)
-  if closed and cjson.decode(closed).outcome == 'failed' then closed = false end
-  if (not raw) and closed then
-    out[#out + 1] = 'closed'
-    out[#out + 1] = closed
-  else
-    local e = raw and cjson.decode(raw) or new_entry(t)
-    e.state = 'running'
-    e.attempts = e.attempts + 1
-    if ARGV[1] ~= '' then e.task_id = ARGV[1] end
-    if not e.first_at then e.first_at = t end
-    local encoded = cjson.encode(e)
-    redis.call('HSET', KEYS[1], id, encoded)
-    redis.call('ZADD', KEYS[2], at(t + tonumber(ARGV[2])), id)
-    out[#out + 1] = 'open'
-    out[#out + 1] = encoded
-  end
-end
-return out
-"""
-)
-
-# KEYS: open, due. ARGV: hold seconds, state, ambiguous ('1', '0' or '' to keep), last
-# error or '', then the ids. Moves the deadline of open ids; closed ones are left alone.
-_HOLD = (
-    _PRELUDE
-    + """
-local t = now()
-for i = 5, #ARGV do
-  local id = ARGV[i]
-  local raw = redis.call('HGET', KEYS[1], id)
-  if raw then
-    local e = cjson.decode(raw)
-    e.state = ARGV[2]
-    if ARGV[3] == '1' then e.ambiguous = true elseif ARGV[3] == '0' then e.ambiguous = false end
-    if ARGV[4] ~= '' then e.last_error = ARGV[4] end
-    redis.call('HSET', KEYS[1], id, cjson.encode(e))
-    redis.call('ZADD', KEYS[2], at(t + tonumber(ARGV[1])), id)
-  end
-end
-return 1
-"""
-)
-
-# KEYS: open, due, closed, closed_at. ARGV: pairs of id and final record (JSON). The
-# record keeps the entry's attempts and asked_at.
-_CLOSE = (
-    _PRELUDE
-    + """
-local t = now()
-for i = 1, #ARGV, 2 do
-  local id = ARGV[i]
-  local record = cjson.decode(ARGV[i + 1])
-  local raw = redis.call('HGET', KEYS[1], id)
-  if raw then
-    local e = cjson.decode(raw)
-    record.asked_at = e.asked_at
-    record.attempts = math.max(record.attempts or 0, e.attempts)
-  end
-  record.closed_at = t
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('HSET', KEYS[3], id, cjson.encode(record))
-  redis.call('ZADD', KEYS[4], at(t), id)
-end
-return #ARGV / 2
-"""
-)
-
-# KEYS: open, due. ARGV: limit, grace seconds, max doublings. Claims up to ``limit`` ids
-# whose deadline passed: each gets a lease of grace * 2**sends (so an entry that waits in a
-# long queue is not re-sent every grace), and its entry is returned.
-_CLAIM = (
-    _PRELUDE
-    + """
-local t = now()
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', at(t), 'LIMIT', 0, tonumber(ARGV[1]))
-local out = {}
-for _, id in ipairs(ids) do
-  local raw = redis.call('HGET', KEYS[1], id)
-  if raw then
-    local e = cjson.decode(raw)
-    local lease = tonumber(ARGV[2]) * 2 ^ math.min(e.sends, tonumber(ARGV[3]))
-    if e.state ~= 'scheduled' then e.sends = e.sends + 1 end
-    e.state = 'queued'
-    local encoded = cjson.encode(e)
-    redis.call('HSET', KEYS[1], id, encoded)
-    redis.call('ZADD', KEYS[2], at(t + lease), id)
-    out[#out + 1] = id
-    out[#out + 1] = encoded
-  else
-    redis.call('ZREM', KEYS[2], id)
-  end
-end
-return out
-"""
-)
-
-# KEYS: open, due. ARGV: id. Forgets a cancellation that is still only scheduled.
-_UNSCHEDULE = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw or cjson.decode(raw).state ~= 'scheduled' then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-"""
-
 
 class NotRecorded(ConnectionError):
     """The cancellation could not be recorded (Redis does not answer), so nothing was sent:
@@ -231,12 +77,13 @@ class Ledger:
         self._scripts = {
             name: redis.register_script(source)
             for name, source in (
-                ("ask", _ASK),
-                ("begin", _BEGIN),
-                ("hold", _HOLD),
-                ("close", _CLOSE),
-                ("claim", _CLAIM),
-                ("unschedule", _UNSCHEDULE),
+                ("ask", scripts.ASK),
+                ("begin", scripts.BEGIN),
+                ("hold", scripts.HOLD),
+                ("close", scripts.CLOSE),
+                ("claim", scripts.CLAIM),
+                ("unschedule", scripts.UNSCHEDULE),
+                ("confirm", scripts.CONFIRM),
             )
         }
 
@@ -308,6 +155,13 @@ class Ledger:
         out = self._scripts["claim"](keys=self._keys(2), args=args)
         pairs = zip(out[::2], out[1::2], strict=True)
         return [Entry.from_json(eid.decode(), raw) for eid, raw in pairs]
+
+    def confirm(self, external_id: str, status: str) -> str:
+        """What Kraken's notification ``status`` (``cancelled``, ``expired``, ``success``...)
+        means for our cancellation of ``external_id``; the ledger records it. Returns
+        ``confirmed``, ``paid_meanwhile``, ``conflict`` or ``unknown``."""
+        answer = self._scripts["confirm"](keys=self._keys(4), args=[external_id, status])
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     def unschedule(self, external_id: str) -> bool:
         return bool(self._scripts["unschedule"](keys=self._keys(2), args=[external_id]))

@@ -187,3 +187,32 @@ def test_a_worker_warns_of_a_redis_that_would_lose_the_ledger():
         (warning,) = persistence_warnings(url)
         assert "allkeys-lru" in warning
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("before", "status", "answer", "outcome"),
+    [
+        ("open", "cancelled", "confirmed", "cancelled"),
+        ("open", "expired", "confirmed", "expired"),
+        ("closed", "cancelled", "confirmed", "cancelled"),
+        ("open", "success", "paid_meanwhile", "not_cancellable"),
+        ("not_cancellable", "success", "paid_meanwhile", "not_cancellable"),
+        ("closed", "success", "conflict", "cancelled"),
+    ],
+)
+def test_kraken_notifications_close_or_mark_the_entry(ledger, before, status, answer, outcome):
+    ledger.ask([EID], within=60, task_id="t")
+    if before != "open":
+        kept = "cancelled" if before == "closed" else before
+        ledger.close([(EID, {"outcome": kept, "attempts": 1})])
+    assert ledger.confirm(EID, status) == answer
+    record = ledger.closed(EID)
+    assert ledger.entry(EID) is None
+    assert (record["outcome"], record["kraken_status"]) == (outcome, status)
+    assert record.get("confirmed_by_kraken", False) == (answer == "confirmed")
+    assert record.get("paid_meanwhile", False) == (answer == "paid_meanwhile")
+
+
+def test_a_notification_for_a_request_never_cancelled_changes_nothing(ledger):
+    assert ledger.confirm(EID, "success") == "unknown"
+    assert ledger.closed(EID) is None and ledger.entry(EID) is None
