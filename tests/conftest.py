@@ -9,6 +9,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+from tasks_support import ScriptedClient
 
 from tasks.embedded import redis_server
 from tasks.ledger import Ledger
@@ -58,3 +59,21 @@ def _ledger_in_fakeredis() -> Iterator[Ledger]:
     override_ledger(app, ledger)
     yield ledger
     override_ledger(app, None)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedClient]]:
+    """``scripted(*steps)`` installs a ScriptedClient as the process's client."""
+    from tasks import runtime
+
+    def install(*steps: object) -> ScriptedClient:
+        client = ScriptedClient(*steps)
+
+        async def factory() -> ScriptedClient:
+            return client
+
+        runtime.set_client_factory(factory)
+        return client
+
+    yield install
+    runtime.set_client_factory(None)

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from kraken.pay.errors import PayRequestError, parse_response
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks.embedded import redis_db
 from tasks.settings import forget
@@ -396,3 +397,34 @@ def project_env(sim_url: str, redis_url: str, data: Path, **overrides: str) -> d
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": str(REPO),
     } | overrides
+
+
+# ---------------------------------------------------------------- a client that follows a script
+
+
+def pay_error(error_type: str) -> PayRequestError:
+    """The exception the client raises for one of Kraken Pay's structured answers."""
+    error = {"severity": "E", "errorClass": "EPay", "type": error_type, "errorMessage": "m"}
+    try:
+        parse_response(200, json.dumps({"error": [error]}).encode())
+    except PayRequestError as exc:
+        return exc
+    raise AssertionError("not an error")
+
+
+class ScriptedClient:
+    """Answers each call with the next step: a result, or an exception to raise."""
+
+    def __init__(self, *steps: object) -> None:
+        self.steps = list(steps)
+        self.calls: list[str] = []
+
+    async def cancel_request(self, eid: str) -> object:
+        self.calls.append(eid)
+        step = self.steps.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+    async def close(self) -> None:
+        pass

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import fakeredis
 import pytest
 import redis
 from celery import Celery
+from tasks_support import pay_error
 
 from kraken.pay import normalize_external_id
-from kraken.pay.errors import PayRequestError, TransportError, parse_response
-from tasks import KrakenPayTask, runtime
+from kraken.pay.errors import TransportError
+from tasks import KrakenPayTask
 from tasks.celery import app
 from tasks.embedded import redis_server
 from tasks.ledger import Ledger, NotRecorded, ledger_for, override
@@ -21,48 +21,6 @@ from tasks.settings import forget
 from tasks.worker import persistence_warnings
 
 EID = normalize_external_id(uuid.UUID(int=7))
-
-
-def pay_error(kind: str) -> PayRequestError:
-    error = {"severity": "E", "errorClass": "EPay", "type": kind, "errorMessage": "m"}
-    try:
-        parse_response(200, json.dumps({"error": [error]}).encode())
-    except PayRequestError as exc:
-        return exc
-    raise AssertionError("not an error")
-
-
-class Scripted:
-    """A client whose cancel_request answers from a script, one step per call."""
-
-    def __init__(self, *steps: object) -> None:
-        self.steps = list(steps)
-        self.calls: list[str] = []
-
-    async def cancel_request(self, eid: str) -> object:
-        self.calls.append(eid)
-        step = self.steps.pop(0) if self.steps else {}
-        if isinstance(step, BaseException):
-            raise step
-        return step
-
-    async def close(self) -> None:
-        return None
-
-
-@pytest.fixture
-def scripted():
-    def install(*steps: object) -> Scripted:
-        client = Scripted(*steps)
-
-        async def factory() -> Scripted:
-            return client
-
-        runtime.set_client_factory(factory)
-        return client
-
-    yield install
-    runtime.set_client_factory(None)
 
 
 @pytest.fixture

@@ -7,11 +7,14 @@ the broker, a node paused past its soft time limit mid-call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -79,6 +82,21 @@ def env(sim, urls, queue) -> dict[str, str]:
     )
 
 
+@contextlib.contextmanager
+def fleet(env: dict[str, str], queue: str, urls: dict[str, str], logs: Path, **worker: Any):
+    """One worker node and beat on the test broker; yields the worker once it is ready."""
+    node = Worker(env, queue, logs, **worker)
+    beat = Beat(env, logs / "schedule", logs / "beat.log")
+    conf = {"broker_url": urls["broker"], "result_backend": urls["broker"]}
+    with client_app(app, task_default_queue=queue, **conf) as client, workers(node):
+        node.wait_ready(client)
+        beat.start()
+        try:
+            yield client, node
+        finally:
+            beat.stop()
+
+
 def new_request(sim: SimulatorThread) -> str:
     eid = normalize_external_id(uuid.uuid4())
     sim.create_requests([eid])
@@ -96,16 +114,8 @@ def test_a_publish_that_fails_after_the_ledger_took_it_is_sent_by_beat(
     with client_app(app, broker_url=DEAD_BROKER, result_backend=urls["broker"]):
         result = cancel_request.apply_async((eid,), retry=False)  # returns: it is recorded
     assert ledger.entry(eid).task_id == result.id
-    node = Worker(env, queue, tmp_path)
-    beat = Beat(env, tmp_path / "schedule", tmp_path / "beat.log")
-    conf = {"broker_url": urls["broker"], "result_backend": urls["broker"]}
-    with client_app(app, task_default_queue=queue, **conf) as client, workers(node):
-        node.wait_ready(client)
-        beat.start()
-        try:
-            outcome = AsyncResult(result.id, app=client).get(timeout=60)  # the same task id
-        finally:
-            beat.stop()
+    with fleet(env, queue, urls, tmp_path) as (client, node):
+        outcome = AsyncResult(result.id, app=client).get(timeout=60)  # the same task id
     assert outcome["outcome"] == "cancelled"
     assert cancelled(sim, eid)
     wait_for(lambda: ledger.closed(eid), 10, "the entry closed")
@@ -117,17 +127,9 @@ def test_a_cancellation_whose_message_never_arrived_is_sent_after_its_grace(
 ):
     eid = new_request(sim)
     ledger.ask([eid], within=1.0, task_id=unique("lost"))  # recorded; the web process died
-    node = Worker(env, queue, tmp_path)
-    beat = Beat(env, tmp_path / "schedule", tmp_path / "beat.log")
-    conf = {"broker_url": urls["broker"], "result_backend": urls["broker"]}
-    with client_app(app, task_default_queue=queue, **conf) as client, workers(node):
-        node.wait_ready(client)
-        beat.start()
-        try:
-            wait_for(lambda: cancelled(sim, eid), 30, "the lost cancellation")
-            wait_for(lambda: ledger.closed(eid), 10, "the entry closed")
-        finally:
-            beat.stop()
+    with fleet(env, queue, urls, tmp_path):
+        wait_for(lambda: cancelled(sim, eid), 30, "the lost cancellation")
+        wait_for(lambda: ledger.closed(eid), 10, "the entry closed")
     assert ledger.open_count() == 0
 
 
@@ -140,12 +142,7 @@ def test_a_node_paused_past_its_soft_time_limit_mid_call_ends_cancelled(
         "KRAKEN_SOFT_TIME_LIMIT": "3",
         "KRAKEN_TIME_LIMIT": "6",
     }
-    node = Worker(paused_env, queue, tmp_path, concurrency=1)
-    beat = Beat(env, tmp_path / "schedule", tmp_path / "beat.log")
-    conf = {"broker_url": urls["broker"], "result_backend": urls["broker"]}
-    with client_app(app, task_default_queue=queue, **conf) as client, workers(node):
-        node.wait_ready(client)
-        beat.start()
+    with fleet(paused_env, queue, urls, tmp_path, concurrency=1) as (_, node):
         try:
             before = sim.stats()["faults_injected"]["delay"]
             sim.set_faults({"delay": {"next": 1, "seconds": 2.0}})
@@ -159,4 +156,3 @@ def test_a_node_paused_past_its_soft_time_limit_mid_call_ends_cancelled(
             node.check_alive()
         finally:
             sim.clear_faults()
-            beat.stop()

@@ -6,11 +6,14 @@ the user's transaction; the Redis ledger tracks the work.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal, NamedTuple
 
 from tasks.ledger import Ledger
 
-__all__ = ["MAX_DOUBLINGS", "Decision", "decide", "resend_after"]
+__all__ = ["MAX_DOUBLINGS", "Decision", "closed_fields", "decide", "publish", "resend_after"]
+
+log = logging.getLogger("tasks.contrib")
 
 MAX_DOUBLINGS = 5  # a row sent again waits grace * 2**sends, at most 32 graces
 
@@ -48,3 +51,19 @@ def closed_fields(record: dict[str, Any]) -> dict[str, Any]:
         "attempts": int(record.get("attempts") or 0),
         "last_error": str(record.get("kraken_error") or record.get("error") or "")[:200],
     }
+
+
+def publish(eid: str) -> None:
+    """After the row's commit: queue the cancellation. A failure is logged, not raised: the
+    row is committed, and the store's relay sends it."""
+    from tasks import cancel_request
+
+    try:
+        cancel_request.delay(eid)
+    except Exception as exc:
+        log.warning(
+            "cancellation committed but not queued, the relay sends it external_id=%s error=%s",
+            eid,
+            type(exc).__name__,
+            extra={"event": "store.unpublished", "external_id": eid},
+        )

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from kraken.pay import normalize_external_id
 from tasks.base import task_name
-from tasks.contrib.reconcile import closed_fields, decide, resend_after
+from tasks.contrib.reconcile import closed_fields, decide, publish, resend_after
 from tasks.ledger import ledger_for
 from tasks.settings import settings_for
 
@@ -84,17 +84,7 @@ def request_cancellation(session: Session, external_id: Any) -> None:
 
 
 def _publish(eid: str) -> None:
-    from tasks import cancel_request
-
-    try:
-        cancel_request.delay(eid)
-    except Exception as exc:  # the row is committed: the relay sends it
-        log.warning(
-            "cancellation committed but not queued, the relay sends it external_id=%s error=%s",
-            eid,
-            type(exc).__name__,
-            extra={"event": "sqlalchemy_store.unpublished", "external_id": eid},
-        )
+    publish(eid)
 
 
 def relay(engine: Engine, task: Any) -> int:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from kraken.pay import normalize_external_id
 from tasks.base import task_name
-from tasks.contrib.reconcile import closed_fields, decide, resend_after
+from tasks.contrib.reconcile import closed_fields, decide, publish, resend_after
 from tasks.ledger import ledger_for
 from tasks.settings import settings_for
 
@@ -56,17 +56,7 @@ def request_cancellation(external_id: Any, *, using: str | None = None) -> Any:
 
 
 def _publish(eid: str) -> None:
-    from tasks import cancel_request
-
-    try:
-        cancel_request.delay(eid)
-    except Exception as exc:  # the row is committed: the relay sends it
-        log.warning(
-            "cancellation committed but not queued, the relay sends it external_id=%s error=%s",
-            eid,
-            type(exc).__name__,
-            extra={"event": "django_store.unpublished", "external_id": eid},
-        )
+    publish(eid)
 
 
 def relay_database(task: Any) -> int:
