@@ -1,0 +1,266 @@
+"""The soak: cancellations under SIGKILLs and a Redis restart, counted in the simulator.
+
+    .venv/bin/python bench/soak.py [--requests 1500] [--broker redis|rabbitmq] [--seed N]
+
+A Redis of its own with AOF (everysec) holds the ledger, nonces and, with ``--broker redis``,
+the queue and results; the simulator fails about 20% of calls across every fault kind; two
+worker nodes (prefork, 2 each) and beat run as ``celery -A tasks``. ``--requests`` ids go
+through ``cancel_request.delay()`` and a third as many through one ``bulk_cancel``, while a
+pool process or a whole node is SIGKILLed every 3 to 5 s (a killed node starts again) and
+Redis is SIGKILLed and restarted once. At the end: requests, lost (still pending at Kraken),
+failed (closed as failures in the ledger), repeats (cancelled more than once), nonce
+rejections and time. The goal is 0 lost and 0 failed with either broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.remove(str(Path(__file__).resolve().parent))  # bench/tasks.py shadows the package
+from kraken.pay import normalize_external_id  # noqa: E402
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET  # noqa: E402
+from tasks.demo import fault_spec  # noqa: E402
+
+sys.path.append(str(Path(__file__).resolve().parent))
+from _support import print_table, sim_call, simulator_process  # noqa: E402
+
+CELERY = str(Path(sys.executable).with_name("celery"))
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Redis:
+    """redis-server with AOF in a directory of its own; kill() and start() keep the data."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port, self.directory = _free_port(), directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [shutil.which("redis-server") or "redis-server", "--port", str(self.port)]
+        command += ["--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
+        command += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Node:
+    """``celery -A tasks worker`` (or beat) in its own process group."""
+
+    def __init__(self, env: dict[str, str], logs: Path, name: str, *args: str) -> None:
+        self.env, self.log, self.args, self.name = env, logs / f"{name}.log", args, name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [CELERY, "-A", "tasks", *self.args, "--loglevel", "WARNING"],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def pool(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") if self.proc else None
+        with contextlib.suppress(OSError):
+            return [int(pid) for pid in path.read_text().split()] if path else []
+        return []
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def chaos(nodes: list[Node], redis: Redis, stop: threading.Event, rand: random.Random) -> dict:
+    """SIGKILL a pool process or a whole node every 3 to 5 s; Redis once, early on."""
+    done = {"pool": 0, "node": 0, "redis": 0}
+    while not stop.wait(rand.uniform(3.0, 5.0)):
+        if not done["redis"] and done["pool"] + done["node"] >= 2:
+            redis.kill()
+            time.sleep(1.0)  # down for a second, as a crash and a restart would be
+            redis.start()
+            done["redis"] += 1
+            continue
+        node = rand.choice(nodes)
+        pool = node.pool()
+        if pool and rand.random() < 0.6:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rand.choice(pool), signal.SIGKILL)
+            done["pool"] += 1
+        else:
+            node.kill()
+            node.start()
+            done["node"] += 1
+    return done
+
+
+def environment(sim_url: str, redis_url: str, broker: str, queue: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
+    return env | {
+        "KRAKEN_API_KEY": DEMO_API_KEY,
+        "KRAKEN_API_SECRET": DEMO_API_SECRET,
+        "KRAKEN_API_URL": sim_url,
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "KRAKEN_QUEUE": queue,
+        "KRAKEN_TIMEOUT": "2",
+        "KRAKEN_RETRY_BASE_DELAY": "0.05",
+        "KRAKEN_RETRY_MAX_DELAY": "2",
+        "KRAKEN_RETRY_MAX_ATTEMPTS": "1000",
+        "KRAKEN_RATE_PER_SECOND": "off",
+        "KRAKEN_LEDGER_GRACE": "10",
+        "CELERY_VISIBILITY_TIMEOUT": "60",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def submit(ids: list[str], bulk: list[str]) -> int:
+    """Ask for every cancellation as a web process would; an ask Redis refuses is asked again."""
+    from tasks import bulk_cancel, cancel_request
+
+    refused = 0
+    for eid in ids:
+        while True:
+            try:
+                cancel_request.delay(eid)
+                break
+            except Exception:
+                refused += 1
+                time.sleep(0.2)
+    bulk_cancel.delay(bulk)
+    return refused
+
+
+@contextlib.contextmanager
+def fleet(env: dict[str, str], logs: Path) -> Iterator[list[Node]]:
+    nodes = [Node(env, logs, f"w{i}", "worker", "--pool", "prefork", "-c", "2") for i in (1, 2)]
+    beat = Node(env, logs, "beat", "beat", "-s", str(logs / "schedule"))
+    try:
+        for node in [*nodes, beat]:
+            node.start()
+        yield nodes
+    finally:
+        for node in [*nodes, beat]:
+            node.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait at most")
+    args = parser.parse_args()
+    rand = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="kraken-soak-"))
+    redis = Redis(work)
+    redis.start()
+    queue = f"soak-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    try:
+        with simulator_process("--seed", str(args.seed)) as sim_url:
+            broker = redis.url if args.broker == "redis" else RABBITMQ
+            env = environment(sim_url, redis.url, broker, queue)
+            os.environ.update({k: env[k] for k in ("REDIS_URL", "KRAKEN_QUEUE")})
+            from tasks.standalone import standalone_app
+
+            app = standalone_app()
+            app.conf.update(broker_url=broker, result_backend=redis.url)
+            ids = [normalize_external_id(uuid.uuid4()) for _ in range(args.requests)]
+            bulk = [normalize_external_id(uuid.uuid4()) for _ in range(args.requests // 3)]
+            sim_call(sim_url, "/_sim/requests", {"external_ids": ids + bulk})
+            sim_call(sim_url, "/_sim/faults", fault_spec(0.2))
+            with fleet(env, work) as nodes:
+                stop = threading.Event()
+                kills: dict = {}
+                killer = threading.Thread(
+                    target=lambda: kills.update(chaos(nodes, redis, stop, rand)), daemon=True
+                )
+                killer.start()
+                refused = submit(ids, bulk)
+                total = len(ids) + len(bulk)
+                deadline = time.monotonic() + args.timeout
+                while time.monotonic() < deadline:
+                    summary = sim_call(sim_url, "/_sim/requests/summary")
+                    if summary["by_state"].get("cancelled", 0) >= total:
+                        break
+                    time.sleep(1.0)
+                stop.set()
+                killer.join(15)
+                sim_call(sim_url, "/_sim/faults", {})
+                summary = sim_call(sim_url, "/_sim/requests/summary")
+                stats = sim_call(sim_url, "/_sim/stats")
+        failed = _failed_in_ledger(redis.url)
+    finally:
+        redis.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.monotonic() - started
+    lost = total - summary["by_state"].get("cancelled", 0)
+    rows = [("measure", "value")]
+    rows += [
+        ("broker", args.broker),
+        ("requests", f"{total:,} ({len(ids):,} delay + {len(bulk):,} bulk)"),
+        ("lost (still pending)", str(lost)),
+        ("failed (ledger)", str(failed)),
+        ("repeats (cancelled twice or more)", str(summary["cancel_calls"][">1"])),
+        ("nonce rejections", str(stats["nonce_rejections"])),
+        ("asks refused while Redis was down", str(refused)),
+        (
+            "kills",
+            f"{kills.get('pool', 0)} pool, {kills.get('node', 0)} node, "
+            f"{kills.get('redis', 0)} Redis",
+        ),
+        ("time", f"{seconds:.0f} s"),
+    ]
+    print_table(rows)
+
+
+def _failed_in_ledger(redis_url: str) -> int:
+    import json
+
+    import redis as redis_sync
+
+    with contextlib.suppress(Exception):
+        client = redis_sync.Redis.from_url(redis_url)
+        records = client.hvals("kraken:ledger:closed")
+        return sum(1 for raw in records if json.loads(raw).get("outcome") == "failed")
+    return -1
+
+
+if __name__ == "__main__":
+    main()
