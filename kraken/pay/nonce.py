@@ -57,8 +57,9 @@ class RedisNonce:
 
     In serial mode the key's turn (:mod:`kraken.pay.turn`) is taken with its nonces in one
     script and kept for a ``lease`` of at most that many seconds and ``lease_calls`` calls,
-    or until another process asks for it. Call :meth:`aclose` (the client's ``close`` does)
-    to hand a kept turn over at once; a process that exits without it frees it by expiry.
+    or until another process asks for it and this one has held it ``quantum`` seconds. Call
+    :meth:`aclose` (the client's ``close`` does) to hand a kept turn over at once; a process
+    that exits without it frees it by expiry.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class RedisNonce:
         prefix: str = "kraken",
         lease: float = 0.05,
         lease_calls: int = 32,
+        quantum: float = 0.01,
     ) -> None:
         if unit not in _SCALE:
             raise ValueError(f"unit: must be one of 'ns', 'us', 'ms', not {unit!r}")
@@ -77,6 +79,8 @@ class RedisNonce:
             raise ValueError("key_id: must be a non-empty name for the API key")
         if not (isinstance(lease, int | float) and 0 <= lease <= 10):
             raise ValueError(f"lease: must be a number of seconds from 0 to 10, not {lease!r}")
+        if not (isinstance(quantum, int | float) and 0 <= quantum <= lease):
+            raise ValueError(f"quantum: must be seconds from 0 to lease ({lease}), not {quantum!r}")
         if not (isinstance(lease_calls, int) and lease_calls >= 1):
             raise ValueError(f"lease_calls: must be an integer >= 1, not {lease_calls!r}")
         self.redis = redis
@@ -94,12 +98,13 @@ class RedisNonce:
                 "queue": f"{prefix}:nonce-queue:{key_id}",
                 "waiters": f"{prefix}:nonce-waiters:{key_id}",
                 "wake": f"{prefix}:nonce-wake:{key_id}:",
-                "channel": f"{prefix}:nonce-ask:{key_id}",
+                "channel": f"{prefix}:nonce-ask:{key_id}:",
             },
             unit=unit,
             draw=self.draw,
             lease=lease,
             lease_calls=lease_calls,
+            quantum=quantum,
         )
         self._waiting: list[asyncio.Future[int]] = []
         self._drawer: asyncio.Future[None] | None = None

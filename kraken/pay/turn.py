@@ -5,7 +5,10 @@ round trip; another releases it and hands it, with fresh nonces, to the oldest l
 who blocks on a list of its own (``BLPOP``) instead of polling. A process keeps the turn for a
 short lease, bounded in time and in calls, and passes it among its own callers without Redis
 until another process asks for it: the asker's failed take publishes the holder's token, and
-the holder hands over after the call in flight. A dead holder frees the turn by expiry.
+the holder hands over after the call in flight once it has held the turn for a ``quantum``
+(10 ms by default). A call to the real Kraken takes longer than that, so there the turn
+passes after every call; on loopback a hand-over between processes costs 0.5-1 ms, and one
+call per turn would spend most of the time handing over. A dead holder frees it by expiry.
 """
 
 from __future__ import annotations
@@ -62,65 +65,69 @@ local function now_ms()
 end
 """
 
-# KEYS: turn, nonce, queue, waiters, own wake list. ARGV: token, ttl_ms, unit, count, wait_ms,
-# ask channel. Free (or already ours): take it and the nonces -> {1, first, waiting}. Held:
-# queue once (the hash holds each waiter's deadline, ttl and block size), ask -> {0, '0', 0}.
-_TAKE = (
+# One script does all three moves, each in one round trip: take (no old token), release (no
+# new token), and pass (both: a holder whose lease ended and who wants the turn again).
+# KEYS: turn, nonce, queue, waiters, the new token's wake list.
+# ARGV: old token, new token, ttl_ms, unit, count, stay_ms, ask-channel prefix, wake prefix.
+# Release: if the old token holds the turn, hand it to the oldest waiter whose deadline has not
+# passed (turn, ttl and nonces set here, "first count waiting" pushed on its wake list), else
+# free it. Take: free (or already ours) -> {1, first, waiting}; held -> queue once (the hash
+# keeps each waiter's deadline, ttl and block size), and if first in line ask the holder's
+# process (the token starts with its id) -> {0, '0', 0}. Wake lists are named from tokens:
+# fine on one Redis, not on a cluster.
+_PASS = (
     DRAW_LUA
     + """
-local holder = redis.call('GET', KEYS[1])
-if (not holder) or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('HDEL', KEYS[4], ARGV[1])
-  redis.call('DEL', KEYS[5])
-  return {1, draw(KEYS[2], ARGV[3], tonumber(ARGV[4])), redis.call('LLEN', KEYS[3])}
-end
-local deadline = now_ms() + tonumber(ARGV[5])
-local meta = string.format('%.0f', deadline) .. ' ' .. ARGV[2] .. ' ' .. ARGV[4]
-if redis.call('HSET', KEYS[4], ARGV[1], meta) == 1 then
-  redis.call('RPUSH', KEYS[3], ARGV[1])
-end
-local keep = tonumber(ARGV[2]) + tonumber(ARGV[5])
-redis.call('PEXPIRE', KEYS[3], keep)
-redis.call('PEXPIRE', KEYS[4], keep)
-redis.call('PUBLISH', ARGV[6], holder)
-return {0, '0', 0}
-"""
-)
-
-# KEYS: turn, nonce, queue, waiters. ARGV: token, unit, wake-list prefix. Withdraws the token
-# as a waiter; if it holds the turn, hands it to the oldest waiter whose deadline has not
-# passed (turn, ttl and nonces set here, the message pushed on its wake list) or frees it.
-# The wake list is named from the waiter's token: fine on one Redis, not on a cluster.
-_RELEASE = (
-    DRAW_LUA
-    + """
-redis.call('HDEL', KEYS[4], ARGV[1])
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-local now = now_ms()
-while true do
-  local waiter = redis.call('LPOP', KEYS[3])
-  if not waiter then
-    redis.call('DEL', KEYS[1])
-    return 1
-  end
-  local meta = redis.call('HGET', KEYS[4], waiter)
-  if meta then
-    redis.call('HDEL', KEYS[4], waiter)
-    local deadline, ttl, count = string.match(meta, '(%d+) (%d+) (%d+)')
-    if tonumber(deadline) > now then
-      redis.call('SET', KEYS[1], waiter, 'PX', ttl)
-      local first = draw(KEYS[2], ARGV[2], tonumber(count))
-      local wake = ARGV[3] .. waiter
-      local waiting = redis.call('LLEN', KEYS[3])
-      redis.call('RPUSH', wake, first .. ' ' .. count .. ' ' .. waiting)
-      redis.call('PEXPIRE', wake, tonumber(ttl))
-      return 2
+local old, new = ARGV[1], ARGV[2]
+if old ~= '' then
+  redis.call('HDEL', KEYS[4], old)
+  if redis.call('GET', KEYS[1]) == old then
+    local now = now_ms()
+    local handed = false
+    while not handed do
+      local waiter = redis.call('LPOP', KEYS[3])
+      if not waiter then
+        redis.call('DEL', KEYS[1])
+        break
+      end
+      local meta = redis.call('HGET', KEYS[4], waiter)
+      if meta then
+        redis.call('HDEL', KEYS[4], waiter)
+        local deadline, ttl, count = string.match(meta, '(%d+) (%d+) (%d+)')
+        if tonumber(deadline) > now then
+          redis.call('SET', KEYS[1], waiter, 'PX', ttl)
+          local first = draw(KEYS[2], ARGV[4], tonumber(count))
+          local wake = ARGV[8] .. waiter
+          local waiting = redis.call('LLEN', KEYS[3])
+          redis.call('RPUSH', wake, first .. ' ' .. count .. ' ' .. waiting)
+          redis.call('PEXPIRE', wake, tonumber(ttl))
+          handed = true
+        end
+      end
     end
   end
 end
+if new == '' then
+  return {0, '0', 0}
+end
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == new then
+  redis.call('SET', KEYS[1], new, 'PX', ARGV[3])
+  redis.call('HDEL', KEYS[4], new)
+  redis.call('DEL', KEYS[5])
+  return {1, draw(KEYS[2], ARGV[4], tonumber(ARGV[5])), redis.call('LLEN', KEYS[3])}
+end
+local deadline = now_ms() + tonumber(ARGV[6])
+local meta = string.format('%.0f', deadline) .. ' ' .. ARGV[3] .. ' ' .. ARGV[5]
+if redis.call('HSET', KEYS[4], new, meta) == 1 then
+  if redis.call('RPUSH', KEYS[3], new) == 1 then
+    redis.call('PUBLISH', ARGV[7] .. string.match(holder, '^[^.]*'), holder)
+  end
+end
+local keep = tonumber(ARGV[3]) + tonumber(ARGV[6])
+redis.call('PEXPIRE', KEYS[3], keep)
+redis.call('PEXPIRE', KEYS[4], keep)
+return {0, '0', 0}
 """
 )
 
@@ -152,6 +159,7 @@ class Turn:
         draw: Callable[[int], Awaitable[int]],
         lease: float,
         lease_calls: int,
+        quantum: float,
         wait: float = 1.0,
     ) -> None:
         self._redis = redis
@@ -160,13 +168,15 @@ class Turn:
         self._draw = draw
         self._lease = lease
         self._lease_calls = lease_calls
+        self._quantum = quantum
         self._wait = wait
-        self._take_script = redis.register_script(_TAKE)
-        self._release_script = redis.register_script(_RELEASE)
+        self._script = redis.register_script(_PASS)
+        self._instance = uuid.uuid4().hex[:16]  # starts each token: asks reach this process
+        self._last_ask: str | None = None
         self._gate = asyncio.Lock()
         self._token: str | None = None
         self._next = self._end = 0
-        self._lease_end = self._hold_until = 0.0
+        self._lease_end = self._quantum_end = self._hold_until = 0.0
         self._calls_left = 0
         self._used = 0
         self._asked = False
@@ -181,7 +191,6 @@ class Turn:
             if self._timer is not None:
                 self._timer.cancel()
             if not self._usable():
-                await self._drop()
                 await self._take(timeout)
             self._calls_left -= 1
             try:
@@ -203,26 +212,27 @@ class Turn:
 
     # ------------------------------------------------------------------ the lease
 
+    def _usable_until(self) -> float:
+        """When this process stops using the held turn: lease end, or quantum end if asked."""
+        return min(self._lease_end, self._quantum_end) if self._asked else self._lease_end
+
     def _usable(self) -> bool:
-        loop = asyncio.get_running_loop()
         return (
             self._token is not None
-            and not self._asked
             and self._calls_left > 0
-            and loop.time() < self._lease_end
             and self._hold_until == 0.0
+            and asyncio.get_running_loop().time() < self._usable_until()
         )
 
     def _after_call(self) -> None:
         if self._token is None:
             return
-        loop = asyncio.get_running_loop()
         if self._hold_until:
             self._schedule(self._hold_until)
         elif self._usable():
-            self._schedule(self._lease_end)
+            self._schedule(self._usable_until())
         else:
-            self._schedule(loop.time())
+            self._schedule(asyncio.get_running_loop().time())
 
     def _schedule(self, when: float) -> None:
         if self._timer is not None:
@@ -254,19 +264,21 @@ class Turn:
     # ------------------------------------------------------------------ Redis
 
     async def _take(self, timeout: float) -> None:
+        """Take the turn with a block of nonces, passing on the one this process held."""
+        old = await self._give_up()
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout * 4
         ttl_ms = int((self._lease + timeout) * 1000)
-        token = uuid.uuid4().hex
+        token = f"{self._instance}.{uuid.uuid4().hex}"
         count = max(1, min(self._lease_calls, 2 * self._used))
         wake = self._keys["wake"] + token
-        keys = [self._keys[k] for k in ("turn", "nonce", "queue", "waiters")] + [wake]
         # A waiter stays in line a little past its BLPOP, the time to come back and re-check.
         stay_ms = int(self._wait * 1000) + _RECHECK_SLACK_MS
-        args = [token, ttl_ms, self._unit, count, stay_ms, self._keys["channel"]]
+        args = [old, token, ttl_ms, self._unit, count, stay_ms]
         self._ensure_listener()
         try:
-            taken, first, waiting = await self._take_script(keys=keys, args=args)
+            taken, first, waiting = await self._run(args, wake)
+            args[0] = ""
             while not taken:
                 reply = await self._redis.blpop([wake], timeout=self._wait)
                 if reply is not None:
@@ -274,35 +286,44 @@ class Turn:
                     break
                 if loop.time() > give_up:
                     raise LockError(f"turn for key {self._keys['key_id']!r} not free in time")
-                taken, first, waiting = await self._take_script(keys=keys, args=args)
+                taken, first, waiting = await self._run(args, wake)
         except BaseException:
             # Withdraw as a waiter, and hand on a turn that reached us while we gave up.
             with suppress(RedisError):
-                await asyncio.shield(self._release(token))
+                await asyncio.shield(self._run([token, "", 0, self._unit, 0, 0], wake))
             raise
         self._token = token
         self._next, self._end = int(first), int(first) + int(count)
         self._lease_end = loop.time() + self._lease
+        self._quantum_end = loop.time() + self._quantum
         self._calls_left, self._used = self._lease_calls, 0
-        self._asked = int(waiting) > 0  # others queued already: one call, then hand over
+        # Others in line already: one call, then hand over.
+        self._asked = int(waiting) > 0 or self._last_ask == token
 
     async def _drop(self) -> None:
-        """Release a held turn, after the rest of any hold (a late landing may be under way)."""
+        """Release a held turn (after the rest of any hold) to the next waiter, or free it."""
+        old = await self._give_up()
+        if old:
+            try:
+                await self._run([old, "", 0, self._unit, 0, 0], self._keys["wake"])
+            except RedisError as exc:  # the turn then frees itself by expiry
+                log.warning("could not release the turn of %r: %s", self._keys["key_id"], exc)
+
+    async def _give_up(self) -> str:
+        """Forget the held turn, once any hold has run out; return its token ('' if none)."""
         if self._token is None:
-            return
+            return ""
         remaining = self._hold_until - asyncio.get_running_loop().time()
-        if remaining > 0:
+        if remaining > 0:  # a timed-out call may still land: nothing may overtake it
             await asyncio.sleep(remaining)
         token, self._token = self._token, None
         self._hold_until, self._next, self._end = 0.0, 0, 0
-        try:
-            await self._release(token)
-        except RedisError as exc:  # the turn then frees itself by expiry
-            log.warning("could not release the turn of %r: %s", self._keys["key_id"], exc)
+        return token
 
-    async def _release(self, token: str) -> None:
-        keys = [self._keys[k] for k in ("turn", "nonce", "queue", "waiters")]
-        await self._release_script(keys=keys, args=[token, self._unit, self._keys["wake"]])
+    async def _run(self, args: list, wake: str) -> list:
+        keys = [self._keys[k] for k in ("turn", "nonce", "queue", "waiters")] + [wake]
+        extra = [self._keys["channel"], self._keys["wake"]]
+        return await self._script(keys=keys, args=[*args, *extra])
 
     def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
@@ -312,14 +333,15 @@ class Turn:
         """Note asks for our turn; a missed one only means the lease runs to its bound."""
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(self._keys["channel"])
+            await pubsub.subscribe(self._keys["channel"] + self._instance)
             async for message in pubsub.listen():
                 data = message["data"]
                 holder = data.decode() if isinstance(data, bytes) else data
+                self._last_ask = holder  # may come before the handover's own message
                 if self._token is not None and holder == self._token:
                     self._asked = True
                     if not self._gate.locked():
-                        self._schedule(asyncio.get_running_loop().time())
+                        self._schedule(self._usable_until())
         except RedisError as exc:
             log.info("not listening for asks on %r: %s", self._keys["key_id"], exc)
         finally:

@@ -34,6 +34,7 @@ def serve(
     rate_limit: tuple[float, float] | None = None,
     seed: int | None = None,
     access_log: bool = False,
+    latency: tuple[float, float] | None = None,
     on_ready: Callable[[str], None] = _announce,
 ) -> None:
     """Run a simulator until SIGINT or SIGTERM; ``on_ready(url)`` runs once the port is bound."""
@@ -45,6 +46,7 @@ def serve(
         rate_limit=rate_limit,
         seed=seed,
         access_log=access_log,
+        latency=latency,
     )
     with contextlib.suppress(KeyboardInterrupt):  # where signal handlers are unavailable
         asyncio.run(_serve_until_signalled(simulator, on_ready))
@@ -73,6 +75,17 @@ def _rate_limit(text: str) -> tuple[float, float]:
         ) from None
 
 
+def _latency(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(":")
+    try:
+        bounds = (float(low) / 1000, float(high or low) / 1000)
+    except ValueError:
+        bounds = (-1.0, -1.0)
+    if not 0 <= bounds[0] <= bounds[1] <= 60:
+        raise argparse.ArgumentTypeError(f"expected MS or LOW:HIGH such as 20:50, got {text!r}")
+    return bounds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kraken.pay.simulator",
@@ -96,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a token bucket per key (default: no limit)",
     )
     parser.add_argument("--seed", type=int, help="seed for fault draws")
+    parser.add_argument(
+        "--latency",
+        type=_latency,
+        metavar="MS[:MS]",
+        help="hold each answer this many milliseconds (a range draws uniformly); default none",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
@@ -117,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit=args.rate_limit,
             seed=args.seed,
             access_log=args.access_log,
+            latency=args.latency,
         )
     except ValueError as exc:  # ConfigurationError included: a bad secret, a bad option
         parser.error(str(exc))

@@ -78,7 +78,8 @@ class Simulator:
 
     ``keys`` maps API keys to base64 secrets (default: the demo pair). ``nonce_window``
     mirrors the key setting of that name; ``rate_limit=(capacity, per_second)`` gives each
-    key a token bucket; ``seed`` makes fault draws reproducible.
+    key a token bucket; ``seed`` makes fault draws reproducible; ``latency=(low, high)``
+    holds each answer that many seconds, as a real round trip to Kraken would.
     """
 
     def __init__(
@@ -91,7 +92,13 @@ class Simulator:
         rate_limit: tuple[float, float] | None = None,
         seed: int | None = None,
         access_log: bool = False,
+        latency: tuple[float, float] | None = None,
     ) -> None:
+        if latency is not None and not 0 <= latency[0] <= latency[1] <= 60:
+            raise ValueError(
+                f"latency: must be (low, high) seconds, 0 <= low <= high <= 60, not {latency!r}"
+            )
+        self._latency = latency
         self.host = host
         self._requested_port = port
         self._access_log = access_log
@@ -122,7 +129,9 @@ class Simulator:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("the simulator is already running")
-        app = make_app(self._kraken, self._faults, self._counters, controls=self)
+        app = make_app(
+            self._kraken, self._faults, self._counters, controls=self, latency=self._latency
+        )
         runner = web.AppRunner(
             app,
             access_log=web.access_logger if self._access_log else None,
