@@ -108,10 +108,21 @@ class RedisNonce:
         )
         self._waiting: list[asyncio.Future[int]] = []
         self._drawer: asyncio.Future[None] | None = None
+        # Window mode keeps a block of reserved nonces for at most `lease` seconds, sized to
+        # demand (doubling while blocks run out, up to `lease_calls`).
+        self._block_ttl, self._block_cap = lease, lease_calls
+        self._block_next = self._block_end = 0
+        self._block_expires = 0.0
+        self._block_size = 0
 
     async def next(self) -> int:
-        """One nonce; concurrent callers in this process share one script call (window mode)."""
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        """One nonce; concurrent callers in this process share one script call (window mode),
+        and the rest of a recently reserved block serves the next callers without Redis."""
+        loop = asyncio.get_running_loop()
+        if self._block_next < self._block_end and loop.time() < self._block_expires:
+            nonce, self._block_next = self._block_next, self._block_next + 1
+            return nonce
+        waiter: asyncio.Future[int] = loop.create_future()
         self._waiting.append(waiter)
         if self._drawer is None or self._drawer.done():
             self._drawer = asyncio.ensure_future(self._draw_for_waiters())
@@ -120,8 +131,11 @@ class RedisNonce:
     async def _draw_for_waiters(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
+            used_up = self._block_next >= self._block_end
+            self._block_size = min(self._block_cap, max(1, self._block_size * 2) if used_up else 1)
+            count = max(len(batch), self._block_size if used_up else 0)
             try:
-                first = await self.draw(len(batch))
+                first = await self.draw(count)
             except Exception as exc:
                 for waiter in batch:
                     if not waiter.done():
@@ -131,6 +145,8 @@ class RedisNonce:
             for offset, waiter in enumerate(batch):
                 if not waiter.done():
                     waiter.set_result(first + offset)
+            self._block_next, self._block_end = first + len(batch), first + count
+            self._block_expires = asyncio.get_running_loop().time() + self._block_ttl
 
     async def draw(self, count: int = 1) -> int:
         """Reserve ``count`` consecutive nonces in one atomic script; return the first."""

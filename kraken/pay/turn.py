@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from redis.exceptions import LockError, RedisError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
 
     from redis.asyncio import Redis
 
@@ -147,6 +147,33 @@ class Ticket:
         self._turn._hold(seconds)
 
 
+class _Entry:
+    """``async with turn.enter(timeout) as ticket``: the gate, then the turn (taken if need be)."""
+
+    __slots__ = ("_timeout", "_turn")
+
+    def __init__(self, turn: Turn, timeout: float) -> None:
+        self._turn, self._timeout = turn, timeout
+
+    async def __aenter__(self) -> Ticket:
+        turn = self._turn
+        await turn._gate.acquire()
+        try:
+            if not turn._usable():
+                await turn._take(self._timeout)
+        except BaseException:
+            turn._gate.release()
+            raise
+        turn._calls_left -= 1
+        return turn._ticket
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            self._turn._after_call()
+        finally:
+            self._turn._gate.release()
+
+
 class Turn:
     """This process's side of one key's turn: Redis for other processes, a gate for its own."""
 
@@ -183,20 +210,11 @@ class Turn:
         self._timer: asyncio.TimerHandle | None = None
         self._expiry: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._ticket = Ticket(self)
 
-    @asynccontextmanager
-    async def enter(self, timeout: float) -> AsyncIterator[Ticket]:
+    def enter(self, timeout: float) -> _Entry:
         """Hold the turn for one call; ``timeout`` bounds how long a dead holder keeps it."""
-        async with self._gate:
-            if self._timer is not None:
-                self._timer.cancel()
-            if not self._usable():
-                await self._take(timeout)
-            self._calls_left -= 1
-            try:
-                yield Ticket(self)
-            finally:
-                self._after_call()
+        return _Entry(self, timeout)
 
     async def aclose(self) -> None:
         """Hand the turn over now (after any hold) and stop listening for asks."""
@@ -225,13 +243,13 @@ class Turn:
         )
 
     def _after_call(self) -> None:
+        """The lease's timer is set when it starts and on an ask; a call changes it only to
+        hand over now, or at the end of a hold."""
         if self._token is None:
             return
         if self._hold_until:
             self._schedule(self._hold_until)
-        elif self._usable():
-            self._schedule(self._usable_until())
-        else:
+        elif not self._usable():
             self._schedule(asyncio.get_running_loop().time())
 
     def _schedule(self, when: float) -> None:
@@ -299,6 +317,7 @@ class Turn:
         self._calls_left, self._used = self._lease_calls, 0
         # Others in line already: one call, then hand over.
         self._asked = int(waiting) > 0 or self._last_ask == token
+        self._schedule(self._usable_until())
 
     async def _drop(self) -> None:
         """Release a held turn (after the rest of any hold) to the next waiter, or free it."""
@@ -340,8 +359,7 @@ class Turn:
                 self._last_ask = holder  # may come before the handover's own message
                 if self._token is not None and holder == self._token:
                     self._asked = True
-                    if not self._gate.locked():
-                        self._schedule(self._usable_until())
+                    self._schedule(self._usable_until())
         except RedisError as exc:
             log.info("not listening for asks on %r: %s", self._keys["key_id"], exc)
         finally:
