@@ -194,7 +194,7 @@ async def test_ns_nonces_from_real_redis_are_exact_integers(redis_url, redis_syn
 
 
 async def test_sequential_draws_come_from_reserved_blocks_with_few_script_calls(fake_redis):
-    source = RedisNonce(fake_redis, "k", lease=60.0, lease_calls=16)
+    source = RedisNonce(fake_redis, "k", lease=10.0, lease_calls=16)
     calls = []
     real_draw = source.draw
 
