@@ -179,3 +179,15 @@ def test_bad_lease_settings_are_refused():
         RedisNonce(redis, "k", lease_calls=0)
     with pytest.raises(ValueError, match="quantum"):
         RedisNonce(redis, "k", lease=0.01, quantum=0.5)
+
+
+async def test_an_idle_holder_hands_over_at_once_not_after_its_quantum(client):
+    holder = RedisNonce(client, "idle", lease=10.0, lease_calls=1000, quantum=10.0)
+    other = RedisNonce(client, "idle")
+    await _one_call(holder)  # then idle, as a worker between two tasks
+    loop = asyncio.get_running_loop()
+    asked_at = loop.time()
+    await asyncio.wait_for(_one_call(other), 5)
+    assert loop.time() - asked_at < 5  # well inside the 10 s quantum (and lease)
+    await holder.aclose()
+    await other.aclose()

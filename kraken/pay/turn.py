@@ -31,6 +31,10 @@ __all__ = ["DRAW_LUA", "Ticket", "Turn"]
 log = logging.getLogger("kraken.pay.turn")
 
 _RECHECK_SLACK_MS = 250
+# Once another process asks, an idle holder keeps the turn this long for its own next call:
+# a caller that loops calls again within microseconds; a Celery worker's next task is
+# milliseconds away, and others must not wait for it.
+_LINGER = 0.001
 
 # draw(key, unit, count): reserve `count` nonces, return the first as a decimal string.
 # Redis TIME gives seconds and microseconds as strings; the nonce is built and compared as a
@@ -243,14 +247,27 @@ class Turn:
         )
 
     def _after_call(self) -> None:
-        """The lease's timer is set when it starts and on an ask; a call changes it only to
-        hand over now, or at the end of a hold."""
+        """The lease's timer is set when it starts; a call moves it to hand over now, at the
+        end of a hold, or, once asked, after a short linger for this process's next call."""
         if self._token is None:
             return
+        now = asyncio.get_running_loop().time()
         if self._hold_until:
             self._schedule(self._hold_until)
         elif not self._usable():
-            self._schedule(asyncio.get_running_loop().time())
+            self._schedule(now)
+        elif self._asked:
+            self._schedule(min(self._usable_until(), now + _LINGER))
+
+    def _on_ask(self) -> None:
+        """Another process asks: hand over after the call in flight, or now if idle (after a
+        linger for a back-to-back caller), within the quantum."""
+        self._asked = True
+        if self._gate.locked():
+            self._schedule(self._usable_until())
+        else:
+            now = asyncio.get_running_loop().time()
+            self._schedule(min(self._usable_until(), now + _LINGER))
 
     def _schedule(self, when: float) -> None:
         if self._timer is not None:
@@ -262,8 +279,8 @@ class Turn:
         self._expiry = asyncio.get_running_loop().create_task(self._expire())
 
     async def _expire(self) -> None:
-        async with self._gate:
-            if self._token is not None and not self._usable():
+        async with self._gate:  # no call in flight: asked, or out of lease, hand over
+            if self._token is not None and (self._asked or not self._usable()):
                 await self._drop()
 
     def _hold(self, seconds: float) -> None:
@@ -358,8 +375,7 @@ class Turn:
                 holder = data.decode() if isinstance(data, bytes) else data
                 self._last_ask = holder  # may come before the handover's own message
                 if self._token is not None and holder == self._token:
-                    self._asked = True
-                    self._schedule(self._usable_until())
+                    self._on_ask()
         except RedisError as exc:
             log.info("not listening for asks on %r: %s", self._keys["key_id"], exc)
         finally:

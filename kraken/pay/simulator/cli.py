@@ -35,6 +35,7 @@ def serve(
     seed: int | None = None,
     access_log: bool = False,
     latency: tuple[float, float] | None = None,
+    accept_form: bool = False,
     on_ready: Callable[[str], None] = _announce,
 ) -> None:
     """Run a simulator until SIGINT or SIGTERM; ``on_ready(url)`` runs once the port is bound."""
@@ -47,6 +48,7 @@ def serve(
         seed=seed,
         access_log=access_log,
         latency=latency,
+        accept_form=accept_form,
     )
     with contextlib.suppress(KeyboardInterrupt):  # where signal handlers are unavailable
         asyncio.run(_serve_until_signalled(simulator, on_ready))
@@ -115,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MS[:MS]",
         help="hold each answer this many milliseconds (a range draws uniformly); default none",
     )
+    parser.add_argument(
+        "--accept-form",
+        action="store_true",
+        help="also take form bodies, as Kraken's classic endpoints do (default: JSON only)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
@@ -137,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             access_log=args.access_log,
             latency=args.latency,
+            accept_form=args.accept_form,
         )
     except ValueError as exc:  # ConfigurationError included: a bad secret, a bad option
         parser.error(str(exc))

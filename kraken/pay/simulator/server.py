@@ -79,7 +79,8 @@ class Simulator:
     ``keys`` maps API keys to base64 secrets (default: the demo pair). ``nonce_window``
     mirrors the key setting of that name; ``rate_limit=(capacity, per_second)`` gives each
     key a token bucket; ``seed`` makes fault draws reproducible; ``latency=(low, high)``
-    holds each answer that many seconds, as a real round trip to Kraken would.
+    holds each answer that many seconds, as a real round trip to Kraken would; ``accept_form``
+    also takes form bodies, as Kraken's classic endpoints do (for clients that send no JSON).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class Simulator:
         seed: int | None = None,
         access_log: bool = False,
         latency: tuple[float, float] | None = None,
+        accept_form: bool = False,
     ) -> None:
         if latency is not None and not 0 <= latency[0] <= latency[1] <= 60:
             raise ValueError(
@@ -108,6 +110,7 @@ class Simulator:
             self._counters,
             nonce_window=nonce_window,
             rate_limit=rate_limit,
+            accept_form=accept_form,
         )
         self._faults = Faults(seed)
         self._runner: web.AppRunner | None = None
