@@ -34,7 +34,7 @@ _RECHECK_SLACK_MS = 250
 # Once another process asks, an idle holder keeps the turn this long for its own next call:
 # a caller that loops calls again within microseconds; a Celery worker's next task is
 # milliseconds away, and others must not wait for it.
-_LINGER = 0.001
+_LINGER = 0.0003
 
 # draw(key, unit, count): reserve `count` nonces, return the first as a decimal string.
 # Redis TIME gives seconds and microseconds as strings; the nonce is built and compared as a
@@ -162,6 +162,7 @@ class _Entry:
     async def __aenter__(self) -> Ticket:
         turn = self._turn
         await turn._gate.acquire()
+        turn._cancel_timer()
         try:
             if not turn._usable():
                 await turn._take(self._timeout)
@@ -212,6 +213,7 @@ class Turn:
         self._used = 0
         self._asked = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_gen = 0
         self._expiry: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._ticket = Ticket(self)
@@ -228,8 +230,7 @@ class Turn:
                 await self._listener
             self._listener = None
         async with self._gate:
-            if self._timer is not None:
-                self._timer.cancel()
+            self._cancel_timer()
             await self._drop()
 
     # ------------------------------------------------------------------ the lease
@@ -247,8 +248,8 @@ class Turn:
         )
 
     def _after_call(self) -> None:
-        """The lease's timer is set when it starts; a call moves it to hand over now, at the
-        end of a hold, or, once asked, after a short linger for this process's next call."""
+        """Set the idle turn's timer: hand over now, at the end of a hold, after a short
+        linger for this process's next call once another asked, or at the lease's end."""
         if self._token is None:
             return
         now = asyncio.get_running_loop().time()
@@ -258,29 +259,35 @@ class Turn:
             self._schedule(now)
         elif self._asked:
             self._schedule(min(self._usable_until(), now + _LINGER))
+        else:
+            self._schedule(self._lease_end)
 
     def _on_ask(self) -> None:
-        """Another process asks: hand over after the call in flight, or now if idle (after a
-        linger for a back-to-back caller), within the quantum."""
+        """Another process asks: an idle holder hands over after the linger; a busy one's
+        call in flight sets the timer when it ends."""
         self._asked = True
-        if self._gate.locked():
-            self._schedule(self._usable_until())
-        else:
+        if not self._gate.locked():
             now = asyncio.get_running_loop().time()
             self._schedule(min(self._usable_until(), now + _LINGER))
 
-    def _schedule(self, when: float) -> None:
+    def _cancel_timer(self) -> None:
+        """A call starts: the idle timer, and any expiry it already started, are void."""
+        self._timer_gen += 1
         if self._timer is not None:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(when, self._start_expiry)
+            self._timer = None
 
-    def _start_expiry(self) -> None:
-        self._expiry = asyncio.get_running_loop().create_task(self._expire())
+    def _schedule(self, when: float) -> None:
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_at(when, self._start_expiry, self._timer_gen)
 
-    async def _expire(self) -> None:
-        async with self._gate:  # no call in flight: asked, or out of lease, hand over
-            if self._token is not None and (self._asked or not self._usable()):
+    def _start_expiry(self, gen: int) -> None:
+        self._expiry = asyncio.get_running_loop().create_task(self._expire(gen))
+
+    async def _expire(self, gen: int) -> None:
+        async with self._gate:  # idle: hand over if asked or out of lease
+            live = gen == self._timer_gen and self._token is not None
+            if live and (self._asked or not self._usable()):
                 await self._drop()
 
     def _hold(self, seconds: float) -> None:
@@ -334,7 +341,6 @@ class Turn:
         self._calls_left, self._used = self._lease_calls, 0
         # Others in line already: one call, then hand over.
         self._asked = int(waiting) > 0 or self._last_ask == token
-        self._schedule(self._usable_until())
 
     async def _drop(self) -> None:
         """Release a held turn (after the rest of any hold) to the next waiter, or free it."""
