@@ -31,9 +31,9 @@ __all__ = ["DRAW_LUA", "Ticket", "Turn"]
 log = logging.getLogger("kraken.pay.turn")
 
 _RECHECK_SLACK_MS = 250
-# Once another process asks, an idle holder keeps the turn this long for its own next call:
-# a caller that loops calls again within microseconds; a Celery worker's next task is
-# milliseconds away, and others must not wait for it.
+# Once another process asks, an idle holder keeps the turn this long for its own next call,
+# if its last gap between calls was shorter: a caller that loops calls again within
+# microseconds; a Celery worker's next task is milliseconds away: it hands over at once.
 _LINGER = 0.0003
 
 # draw(key, unit, count): reserve `count` nonces, return the first as a decimal string.
@@ -163,6 +163,7 @@ class _Entry:
         turn = self._turn
         await turn._gate.acquire()
         turn._cancel_timer()
+        turn._last_gap = asyncio.get_running_loop().time() - turn._idle_since
         try:
             if not turn._usable():
                 await turn._take(self._timeout)
@@ -214,6 +215,8 @@ class Turn:
         self._asked = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_gen = 0
+        self._idle_since = 0.0
+        self._last_gap = float("inf")  # between this process's calls: back to back or not
         self._expiry: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._ticket = Ticket(self)
@@ -257,10 +260,18 @@ class Turn:
             self._schedule(self._hold_until)
         elif not self._usable():
             self._schedule(now)
-        elif self._asked:
-            self._schedule(min(self._usable_until(), now + _LINGER))
+        elif self._asked or self._last_gap >= _LINGER:
+            # Others wait, or this process does not call back to back (a worker between
+            # tasks): hand over now, or after the linger for a back-to-back caller.
+            self._schedule(min(self._usable_until(), now + self._linger()))
         else:
             self._schedule(self._lease_end)
+        self._idle_since = now
+
+    def _linger(self) -> float:
+        """How long an asked, idle holder waits for its own next call: a short linger if this
+        process calls back to back (its last gap between calls was shorter), else none."""
+        return _LINGER if self._last_gap < _LINGER else 0.0
 
     def _on_ask(self) -> None:
         """Another process asks: an idle holder hands over after the linger; a busy one's
@@ -268,7 +279,7 @@ class Turn:
         self._asked = True
         if not self._gate.locked():
             now = asyncio.get_running_loop().time()
-            self._schedule(min(self._usable_until(), now + _LINGER))
+            self._schedule(min(self._usable_until(), now + self._linger()))
 
     def _cancel_timer(self) -> None:
         """A call starts: the idle timer, and any expiry it already started, are void."""
