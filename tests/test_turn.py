@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing
 
 import pytest
 import redis.asyncio as aioredis
@@ -191,3 +192,28 @@ async def test_an_idle_holder_hands_over_at_once_not_after_its_quantum(client):
     assert loop.time() - asked_at < 5  # well inside the 10 s quantum (and lease)
     await holder.aclose()
     await other.aclose()
+
+
+def _call_and_close_repeatedly(url: str, rounds: int) -> int:
+    """In its own process: ``rounds`` times a fresh source, one call, close; each bounded."""
+
+    async def main() -> int:
+        redis = aioredis.Redis.from_url(url)
+        done = 0
+        for _ in range(rounds):
+            source = RedisNonce(redis, "closing")
+            await asyncio.wait_for(_one_call(source), 10)
+            await asyncio.wait_for(source.aclose(), 10)
+            done += 1
+        await redis.aclose()
+        return done
+
+    return asyncio.run(main())
+
+
+def test_processes_closing_at_once_never_hang(redis_url, redis_sync):
+    # redis-py's pub/sub read once swallowed the cancel of the ask listener, and close hung.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(6) as pool:
+        jobs = [pool.apply_async(_call_and_close_repeatedly, (redis_url, 15)) for _ in range(6)]
+        assert [job.get(timeout=200) for job in jobs] == [15] * 6

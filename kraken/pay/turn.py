@@ -31,6 +31,7 @@ __all__ = ["DRAW_LUA", "Ticket", "Turn"]
 log = logging.getLogger("kraken.pay.turn")
 
 _RECHECK_SLACK_MS = 250
+_LISTEN_READ = 0.25  # seconds per pub/sub read, the bound on stopping the listener
 # Once another process asks, an idle holder keeps the turn this long for its own next call,
 # if its last gap between calls was shorter: a caller that loops calls again within
 # microseconds; a Celery worker's next task is milliseconds away: it hands over at once.
@@ -219,6 +220,7 @@ class Turn:
         self._last_gap = float("inf")  # between this process's calls: back to back or not
         self._expiry: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._listening = False
         self._ticket = Ticket(self)
 
     def enter(self, timeout: float) -> _Entry:
@@ -228,9 +230,9 @@ class Turn:
     async def aclose(self) -> None:
         """Hand the turn over now (after any hold) and stop listening for asks."""
         if self._listener is not None:
+            self._listening = False
             self._listener.cancel()
-            with suppress(asyncio.CancelledError, RedisError):
-                await self._listener
+            await asyncio.wait({self._listener}, timeout=2 * _LISTEN_READ)
             self._listener = None
         async with self._gate:
             self._cancel_timer()
@@ -380,14 +382,22 @@ class Turn:
 
     def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
+            self._listening = True
             self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     async def _listen(self) -> None:
-        """Note asks for our turn; a missed one only means the lease runs to its bound."""
+        """Note asks for our turn; a missed one only means the lease runs to its bound.
+
+        Reads with a timeout and stops on a flag: redis-py's pub/sub read can swallow a
+        cancellation (seen with 8 processes closing at once), so cancelling alone may hang.
+        """
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._keys["channel"] + self._instance)
-            async for message in pubsub.listen():
+            while self._listening:
+                message = await pubsub.get_message(timeout=_LISTEN_READ)
+                if message is None:
+                    continue
                 data = message["data"]
                 holder = data.decode() if isinstance(data, bytes) else data
                 self._last_ask = holder  # may come before the handover's own message
