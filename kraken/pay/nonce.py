@@ -13,7 +13,8 @@ import time
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from kraken.pay.turn import DRAW_LUA, Ticket, Turn
+from kraken.pay.turn import Ticket, Turn
+from kraken.pay.turn_scripts import DRAW_LUA
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
