@@ -170,6 +170,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("queue", "KRAKEN_QUEUE", _queue, DEFAULT_QUEUE),
     Spec("ordering", "KRAKEN_ORDERING", _choice("serial", "window"), "serial"),
     Spec("timeout", "KRAKEN_TIMEOUT", _number(0.1, 300.0), 10.0),
+    Spec("late_landing_grace", "KRAKEN_LATE_LANDING_GRACE", _number(0.0, 600.0), 3.0),
     Spec("retry_base_delay", "KRAKEN_RETRY_BASE_DELAY", _number(0.001, 3600.0), 1.0),
     Spec("retry_max_delay", "KRAKEN_RETRY_MAX_DELAY", _number(0.01, 86400.0), 300.0),
     Spec("retry_max_attempts", "KRAKEN_RETRY_MAX_ATTEMPTS", _integer(1, 1000), 10),

@@ -60,6 +60,7 @@ async def build_client(settings: Settings) -> KrakenPayClient:
         rate_budget=budget,
         max_response_bytes=settings.max_response_bytes,
         max_retry_after=settings.max_retry_after,
+        late_landing_grace=settings.late_landing_grace,
     )
 
 

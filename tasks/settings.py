@@ -106,6 +106,9 @@ class Settings:
     ordering: Literal["serial", "window"] = "serial"
     # KRAKEN_TIMEOUT: seconds the client waits for one HTTP answer.
     timeout: float = 10.0
+    # KRAKEN_LATE_LANDING_GRACE: in serial mode, seconds the key's turn is kept after a call
+    # timed out (it may still reach Kraken), so the next nonce does not overtake it.
+    late_landing_grace: float = 3.0
     # KRAKEN_RETRY_*: see tasks/retry.py.
     retry_base_delay: float = 1.0
     retry_max_delay: float = 300.0
@@ -180,7 +183,8 @@ class Settings:
         and may send twice in window mode; ``run()`` waits a little longer than all of that.
         """
         budget_wait = self.rate_max_wait if self.rate_per_second else 0.0
-        return budget_wait + 4 * (self.timeout + 2.0) + 2 * self.timeout + _ATTEMPT_SLACK
+        turn_wait = 4 * (self.timeout + self.late_landing_grace + 2.0)
+        return budget_wait + turn_wait + 2 * self.timeout + _ATTEMPT_SLACK
 
     def task_time_limits(self) -> tuple[float, float]:
         """(soft, hard) time limits of ``cancel_request``: by default above the client's own

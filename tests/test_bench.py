@@ -11,7 +11,20 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.mark.parametrize("script", ["client.py", "tasks.py", "bulk.py", "webhooks.py"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "client.py",
+        "tasks.py",
+        "bulk.py",
+        "webhooks.py",
+        "sharing.py",
+        "late.py",
+        "peers.py",
+        "redis_parser.py",
+        "soak.py",
+    ],
+)
 def test_benchmark_script_starts(script):
     done = subprocess.run(
         [sys.executable, str(BENCH / script), "--help"],

@@ -119,6 +119,8 @@ async def test_ordering_lock_excludes_a_second_holder(fake_redis):
     async with source.ordering_lock(timeout=5):
         assert await fake_redis.exists(source.lock_key)
         assert await other.redis.lock(other.lock_key).acquire(blocking=False) is False
+    # The process keeps the turn for its lease after the call; closing hands it over at once.
+    await source.aclose()
     assert not await fake_redis.exists(source.lock_key)
 
 
@@ -189,3 +191,18 @@ async def test_ns_nonces_from_real_redis_are_exact_integers(redis_url, redis_syn
     await client.set(source.redis_key, str(2**63 - 5))
     assert await source.next() == 2**63 - 4
     await client.aclose()
+
+
+async def test_sequential_draws_come_from_reserved_blocks_with_few_script_calls(fake_redis):
+    source = RedisNonce(fake_redis, "k", lease=10.0, lease_calls=16)
+    calls = []
+    real_draw = source.draw
+
+    async def counting_draw(count: int = 1) -> int:
+        calls.append(count)
+        return await real_draw(count)
+
+    source.draw = counting_draw  # type: ignore[method-assign]
+    values = [await source.next() for _ in range(100)]
+    assert all(b > a for a, b in itertools.pairwise(values))
+    assert len(calls) < 15 and max(calls) == 16  # blocks double up to lease_calls

@@ -37,9 +37,10 @@ Ordering = Literal["serial", "window"]
 
 log = logging.getLogger("kraken.pay.client")
 
-# How much longer than one request the ordering lock lives, so a dead holder frees it soon
-# but a live one never loses it mid-request.
+# How much longer than one request (and its late-landing grace) the key's turn lives, so a
+# dead holder frees it soon but a live one never loses it mid-request.
 _LOCK_MARGIN = 2.0
+DEFAULT_LATE_LANDING_GRACE = 3.0
 
 
 class KrakenPayClient:
@@ -53,6 +54,10 @@ class KrakenPayClient:
     What comes back is bounded too: an answer over ``max_response_bytes`` is not read
     further (:class:`~kraken.pay.errors.MalformedResponse`), and a ``Retry-After`` is
     passed on (and held against the shared rate budget) for at most ``max_retry_after``.
+
+    ``late_landing_grace``: in serial mode, after a call timed out (it may still reach
+    Kraken), the key's turn is kept that many seconds more before the next nonce is sent, so
+    the late call is not overtaken and rejected. See docs/ordering.md for what is guaranteed.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class KrakenPayClient:
         rate_budget: RateBudget | None = None,
         max_response_bytes: int = bounds.DEFAULT_MAX_RESPONSE_BYTES,
         max_retry_after: float = bounds.DEFAULT_MAX_RETRY_AFTER,
+        late_landing_grace: float = DEFAULT_LATE_LANDING_GRACE,
     ) -> None:
         if not isinstance(credentials, Credentials):
             raise ConfigurationError("credentials: must be a kraken.Credentials")
@@ -95,6 +101,12 @@ class KrakenPayClient:
         self.max_retry_after = bounds.check_seconds(
             "max_retry_after", max_retry_after, high=bounds.MAX_RETRY_AFTER, zero=True
         )
+        grace = late_landing_grace
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= 600:
+            raise ConfigurationError(
+                f"late_landing_grace: must be a number of seconds from 0 to 600, not {grace!r}"
+            )
+        self.late_landing_grace = float(grace)
         self.credentials = credentials
         self.base_url = base_url.rstrip("/")
         self.nonce = nonce if nonce is not None else ClockNonce()
@@ -113,9 +125,14 @@ class KrakenPayClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the session and hand over a turn the nonce source keeps (its lease)."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        release = getattr(self.nonce, "aclose", None)
+        if release is not None:
+            with suppress(RedisError):
+                await release()
 
     async def cancel_request(self, external_id: Any) -> Any:
         """Cancel the payment request ``external_id`` (normalised first); return Kraken's result.
@@ -145,14 +162,28 @@ class KrakenPayClient:
             if self.rate_budget is not None:  # wait for budget before taking the lock
                 await self.rate_budget.acquire()
             if self.ordering == "serial":
-                async with self.nonce.ordering_lock(self.timeout + _LOCK_MARGIN):
-                    return await self._post(path, payload)
-            return await self._post(path, payload)
+                return await self._send_in_turn(path, payload)
+            return await self._post(path, payload, await self.nonce.next())
         except RedisError as exc:  # nothing was sent: the nonce or lock store is unreachable
             raise TransportError(f"nonce store unavailable: {type(exc).__name__}") from exc
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> Any:
-        nonce = await self.nonce.next()
+    async def _send_in_turn(self, path: str, payload: dict[str, Any]) -> Any:
+        """Draw and send inside the key's turn; after a timeout keep the turn a grace period."""
+        hold = self.timeout + self.late_landing_grace + _LOCK_MARGIN
+        async with self.nonce.ordering_lock(hold) as ticket:
+            nonce = await (ticket.nonce() if ticket is not None else self.nonce.next())
+            try:
+                return await self._post(path, payload, nonce)
+            except TransportError as exc:
+                late = exc.ambiguous and isinstance(exc.__cause__, asyncio.TimeoutError)
+                if late and self.late_landing_grace:
+                    if ticket is not None:
+                        ticket.hold(self.late_landing_grace)
+                    else:  # a plain lock: keep it by waiting inside it
+                        await asyncio.sleep(self.late_landing_grace)
+                raise
+
+    async def _post(self, path: str, payload: dict[str, Any], nonce: int) -> Any:
         body = _body(nonce, payload)
         headers = {
             "API-Key": self.credentials.api_key,

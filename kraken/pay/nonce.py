@@ -10,48 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from redis.exceptions import LockError, RedisError
+from kraken.pay.turn import Ticket, Turn
+from kraken.pay.turn_scripts import DRAW_LUA
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from redis.asyncio import Redis
 
 __all__ = ["ClockNonce", "NonceSource", "RedisNonce", "Unit"]
 
 Unit = Literal["ns", "us", "ms"]
 
-# Redis TIME gives seconds and microseconds as decimal strings. The nonce is built and
-# compared as a decimal string, and incremented with INCRBY on the stored value, so it
-# stays exact above 2**53 where Lua's numbers (doubles) would round. ARGV[2] nonces are
-# reserved at once (the stored value is the last of them); the first is returned.
-_NEXT_NONCES = """
-local t = redis.call('TIME')
-local unit = ARGV[1]
-local now
-if unit == 'ns' then
-  now = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
-elseif unit == 'us' then
-  now = t[1] .. string.format('%06d', tonumber(t[2]))
-else
-  now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-end
-redis.call('INCRBY', KEYS[1], 1)
-local first = redis.call('GET', KEYS[1])
-if string.len(now) > string.len(first)
-   or (string.len(now) == string.len(first) and now > first) then
-  redis.call('SET', KEYS[1], now)
-  first = now
-end
-local count = tonumber(ARGV[2])
-if count > 1 then
-  redis.call('INCRBY', KEYS[1], count - 1)
-end
-return first
-"""
+# ARGV[2] nonces are reserved at once (the stored value is the last of them); the first is
+# returned. The arithmetic is exact on decimal strings: see DRAW_LUA.
+_NEXT_NONCES = DRAW_LUA + "return draw(KEYS[1], ARGV[1], tonumber(ARGV[2]))"
 
 _SCALE = {"ns": 1, "us": 1_000, "ms": 1_000_000}
 
@@ -66,10 +40,12 @@ class NonceSource(Protocol):
         """Return a nonce above every nonce this source has handed out for the key."""
         ...
 
-    def ordering_lock(self, timeout: float) -> AbstractAsyncContextManager[None]:
+    def ordering_lock(self, timeout: float) -> AbstractAsyncContextManager[Ticket | None]:
         """A lock held from drawing a nonce until its response, so calls reach Kraken in order.
 
-        ``timeout`` bounds how long a holder that died can keep it.
+        ``timeout`` bounds how long a holder that died can keep it. It may yield a
+        :class:`~kraken.pay.turn.Ticket`, whose nonce comes with the turn; if it yields
+        ``None`` the caller draws with :meth:`next` inside it.
         """
         ...
 
@@ -79,28 +55,75 @@ class RedisNonce:
 
     ``max(last + 1, now)`` with ``now`` from Redis ``TIME``: one clock for all hosts, and
     after a restart or ``FLUSHDB`` the next value is still above every earlier one.
+
+    In serial mode the key's turn (:mod:`kraken.pay.turn`) is taken with its nonces in one
+    script and kept for a ``lease`` of at most that many seconds and ``lease_calls`` calls,
+    or until another process asks for it and this one has held it ``quantum`` seconds. Call
+    :meth:`aclose` (the client's ``close`` does) to hand a kept turn over at once; a process
+    that exits without it frees it by expiry.
     """
 
     def __init__(
-        self, redis: Redis, key_id: str, unit: Unit = "ns", *, prefix: str = "kraken"
+        self,
+        redis: Redis,
+        key_id: str,
+        unit: Unit = "ns",
+        *,
+        prefix: str = "kraken",
+        lease: float = 0.05,
+        lease_calls: int = 32,
+        quantum: float = 0.01,
     ) -> None:
         if unit not in _SCALE:
             raise ValueError(f"unit: must be one of 'ns', 'us', 'ms', not {unit!r}")
         if not key_id:
             raise ValueError("key_id: must be a non-empty name for the API key")
+        if not (isinstance(lease, int | float) and 0 <= lease <= 10):
+            raise ValueError(f"lease: must be a number of seconds from 0 to 10, not {lease!r}")
+        if not (isinstance(quantum, int | float) and 0 <= quantum <= lease):
+            raise ValueError(f"quantum: must be seconds from 0 to lease ({lease}), not {quantum!r}")
+        if not (isinstance(lease_calls, int) and lease_calls >= 1):
+            raise ValueError(f"lease_calls: must be an integer >= 1, not {lease_calls!r}")
         self.redis = redis
         self.key_id = key_id
         self.unit = unit
         self.redis_key = f"{prefix}:nonce:{key_id}"
         self.lock_key = f"{prefix}:nonce-lock:{key_id}"
         self._script = redis.register_script(_NEXT_NONCES)
-        self._local_lock = asyncio.Lock()
+        self._turn = Turn(
+            redis,
+            keys={
+                "key_id": key_id,
+                "turn": self.lock_key,
+                "nonce": self.redis_key,
+                "queue": f"{prefix}:nonce-queue:{key_id}",
+                "waiters": f"{prefix}:nonce-waiters:{key_id}",
+                "wake": f"{prefix}:nonce-wake:{key_id}:",
+                "channel": f"{prefix}:nonce-ask:{key_id}:",
+            },
+            unit=unit,
+            draw=self.draw,
+            lease=lease,
+            lease_calls=lease_calls,
+            quantum=quantum,
+        )
         self._waiting: list[asyncio.Future[int]] = []
         self._drawer: asyncio.Future[None] | None = None
+        # Window mode keeps a block of reserved nonces for at most `lease` seconds, sized to
+        # demand (doubling while blocks run out, up to `lease_calls`).
+        self._block_ttl, self._block_cap = lease, lease_calls
+        self._block_next = self._block_end = 0
+        self._block_expires = 0.0
+        self._block_size = 0
 
     async def next(self) -> int:
-        """One nonce; concurrent callers in this process share one script call (window mode)."""
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        """One nonce; concurrent callers in this process share one script call (window mode),
+        and the rest of a recently reserved block serves the next callers without Redis."""
+        loop = asyncio.get_running_loop()
+        if self._block_next < self._block_end and loop.time() < self._block_expires:
+            nonce, self._block_next = self._block_next, self._block_next + 1
+            return nonce
+        waiter: asyncio.Future[int] = loop.create_future()
         self._waiting.append(waiter)
         if self._drawer is None or self._drawer.done():
             self._drawer = asyncio.ensure_future(self._draw_for_waiters())
@@ -109,8 +132,11 @@ class RedisNonce:
     async def _draw_for_waiters(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
+            used_up = self._block_next >= self._block_end
+            self._block_size = min(self._block_cap, max(1, self._block_size * 2) if used_up else 1)
+            count = max(len(batch), self._block_size if used_up else 0)
             try:
-                first = await self.draw(len(batch))
+                first = await self.draw(count)
             except Exception as exc:
                 for waiter in batch:
                     if not waiter.done():
@@ -120,28 +146,20 @@ class RedisNonce:
             for offset, waiter in enumerate(batch):
                 if not waiter.done():
                     waiter.set_result(first + offset)
+            self._block_next, self._block_end = first + len(batch), first + count
+            self._block_expires = asyncio.get_running_loop().time() + self._block_ttl
 
     async def draw(self, count: int = 1) -> int:
         """Reserve ``count`` consecutive nonces in one atomic script; return the first."""
         return int(await self._script(keys=[self.redis_key], args=[self.unit, count]))
 
-    @asynccontextmanager
-    async def ordering_lock(self, timeout: float) -> AsyncIterator[None]:
-        # Coroutines of this process queue on an asyncio lock first, so only one of them
-        # at a time polls Redis for the shared lock.
-        async with self._local_lock:
-            lock = self.redis.lock(
-                self.lock_key, timeout=timeout, sleep=0.002, blocking_timeout=timeout * 4
-            )
-            if not await lock.acquire():
-                raise LockError(f"ordering lock for key {self.key_id!r} not free in time")
-            try:
-                yield
-            finally:
-                # A holder that outlived `timeout` lost the lock already; that is not an error
-                # of this call, and an unreachable Redis frees it by expiry.
-                with suppress(LockError, RedisError):
-                    await lock.release()
+    def ordering_lock(self, timeout: float) -> AbstractAsyncContextManager[Ticket]:
+        """The key's turn for one call, with its nonce (``await ticket.nonce()``)."""
+        return self._turn.enter(timeout)
+
+    async def aclose(self) -> None:
+        """Hand over a turn kept by this process's lease; the Redis client stays open."""
+        await self._turn.aclose()
 
     def __repr__(self) -> str:
         return f"RedisNonce(key_id={self.key_id!r}, unit={self.unit!r})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -54,11 +55,20 @@ _LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
 def make_app(
-    kraken: KrakenPay, faults: Faults, counters: Counters, *, controls: Simulator
+    kraken: KrakenPay,
+    faults: Faults,
+    counters: Counters,
+    *,
+    controls: Simulator,
+    latency: tuple[float, float] | None = None,
 ) -> web.Application:
-    """The whole server: ``kraken`` answers, ``faults`` interfere, ``controls`` serve /_sim/."""
+    """The whole server: ``kraken`` answers, ``faults`` interfere, ``controls`` serve /_sim/.
+
+    ``latency=(low, high)`` holds each answer of a Kraken path that many seconds (uniform), as
+    the real Kraken's round trip would; the call has taken effect by then.
+    """
     app = web.Application(client_max_size=MAX_CONTROL_BODY)
-    routes = _KrakenRoutes(kraken, faults, counters)
+    routes = _KrakenRoutes(kraken, faults, counters, latency)
     control = _ControlRoutes(controls)
     app.add_routes(
         [
@@ -120,8 +130,15 @@ def _cloudflare_page(status: int) -> web.Response:
 class _KrakenRoutes:
     """``POST /0/...``: draw a fault, then answer as Kraken would, or fail as the network would."""
 
-    def __init__(self, kraken: KrakenPay, faults: Faults, counters: Counters) -> None:
+    def __init__(
+        self,
+        kraken: KrakenPay,
+        faults: Faults,
+        counters: Counters,
+        latency: tuple[float, float] | None = None,
+    ) -> None:
         self._kraken = kraken
+        self._latency = latency
         self._faults = faults
         self._counters = counters
         self._stopping = asyncio.Event()
@@ -137,7 +154,10 @@ class _KrakenRoutes:
         self._counters.requests += 1
         fault = self._faults.draw()
         if fault is None:
-            return _json(self._process(request, await request.read()))
+            body = self._process(request, await request.read())
+            if self._latency is not None:
+                await asyncio.sleep(random.uniform(*self._latency))
+            return _json(body)
         injected = self._counters.faults_injected
         injected[fault.kind] = injected.get(fault.kind, 0) + 1
         return await self._on_fault[fault.kind](request, fault)

@@ -35,6 +35,8 @@ def serve(
     seed: int | None = None,
     access_log: bool = False,
     webhooks: Sequence[str] = (),
+    latency: tuple[float, float] | None = None,
+    accept_form: bool = False,
     on_ready: Callable[[str], None] = _announce,
 ) -> None:
     """Run a simulator until SIGINT or SIGTERM; ``on_ready(url)`` runs once the port is bound.
@@ -49,6 +51,8 @@ def serve(
         rate_limit=rate_limit,
         seed=seed,
         access_log=access_log,
+        latency=latency,
+        accept_form=accept_form,
     )
     for url in webhooks:
         simulator.register_webhook(url)
@@ -77,6 +81,17 @@ def _rate_limit(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(
             f"expected CAPACITY:PER_SECOND such as 15:0.33, got {text!r}"
         ) from None
+
+
+def _latency(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(":")
+    try:
+        bounds = (float(low) / 1000, float(high or low) / 1000)
+    except ValueError:
+        bounds = (-1.0, -1.0)
+    if not 0 <= bounds[0] <= bounds[1] <= 60:
+        raise argparse.ArgumentTypeError(f"expected MS or LOW:HIGH such as 20:50, got {text!r}")
+    return bounds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,6 +124,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="send status notifications to URL (repeatable)",
     )
+    parser.add_argument(
+        "--latency",
+        type=_latency,
+        metavar="MS[:MS]",
+        help="hold each answer this many milliseconds (a range draws uniformly); default none",
+    )
+    parser.add_argument(
+        "--accept-form",
+        action="store_true",
+        help="also take form bodies, as Kraken's classic endpoints do (default: JSON only)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
@@ -131,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             access_log=args.access_log,
             webhooks=args.webhook,
+            latency=args.latency,
+            accept_form=args.accept_form,
         )
     except ValueError as exc:  # ConfigurationError included: a bad secret, a bad option
         parser.error(str(exc))

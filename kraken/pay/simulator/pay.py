@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,7 +100,11 @@ class KrakenPay:
         *,
         nonce_window: int = 0,
         rate_limit: tuple[float, float] | None = None,
+        accept_form: bool = False,
     ) -> None:
+        # accept_form: also take a form body (nonce=...&external_id=...), as Kraken's classic
+        # private endpoints do, so clients that only send forms can be measured; off by default.
+        self.accept_form = accept_form
         # Credentials decodes each secret once and fails loudly on one that is not base64.
         self._credentials = {key: Credentials(key, secret) for key, secret in keys.items()}
         self.counters = counters
@@ -128,6 +133,8 @@ class KrakenPay:
             return _ANSWERS[INVALID_KEY]
 
         payload = _json_object(body)
+        if payload is None and self.accept_form:
+            payload = _form_object(body)
         if payload is None:
             counters.invalid_arguments += 1
             return _ANSWERS[INVALID_ARGUMENTS]
@@ -177,6 +184,14 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError):
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def _form_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode("ascii"), strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return dict(pairs)
 
 
 def _as_nonce(value: Any) -> int | None:

@@ -38,9 +38,11 @@ class Simulator:
 
     ``keys`` maps API keys to base64 secrets (default: the demo pair). ``nonce_window``
     mirrors the key setting of that name; ``rate_limit=(capacity, per_second)`` gives each
-    key a token bucket; ``seed`` makes fault draws reproducible. Status notifications are
-    signed with a key made here and tried ``webhook_attempts`` times per URL, ``webhook_backoff``
-    seconds apart at first, doubling.
+    key a token bucket; ``seed`` makes fault draws reproducible; ``latency=(low, high)``
+    holds each answer that many seconds, as a real round trip to Kraken would; ``accept_form``
+    also takes form bodies, as Kraken's classic endpoints do (for clients that send no JSON).
+    Status notifications are signed with a key made here and tried ``webhook_attempts`` times
+    per URL, ``webhook_backoff`` seconds apart at first, doubling.
     """
 
     def __init__(
@@ -55,7 +57,14 @@ class Simulator:
         access_log: bool = False,
         webhook_attempts: int = 5,
         webhook_backoff: float = 0.2,
+        latency: tuple[float, float] | None = None,
+        accept_form: bool = False,
     ) -> None:
+        if latency is not None and not 0 <= latency[0] <= latency[1] <= 60:
+            raise ValueError(
+                f"latency: must be (low, high) seconds, 0 <= low <= high <= 60, not {latency!r}"
+            )
+        self._latency = latency
         self.host = host
         self._requested_port = port
         self._access_log = access_log
@@ -68,6 +77,7 @@ class Simulator:
             self._counters,
             nonce_window=nonce_window,
             rate_limit=rate_limit,
+            accept_form=accept_form,
         )
         self._faults = Faults(seed)
         self._webhook_faults = Faults(seed, WEBHOOK_KINDS)
@@ -103,7 +113,9 @@ class Simulator:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("the simulator is already running")
-        app = make_app(self._kraken, self._faults, self._counters, controls=self)
+        app = make_app(
+            self._kraken, self._faults, self._counters, controls=self, latency=self._latency
+        )
         runner = web.AppRunner(
             app,
             access_log=web.access_logger if self._access_log else None,

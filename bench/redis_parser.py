@@ -1,0 +1,73 @@
+"""redis-py's asyncio reply parsers on the turn's own round trips: hiredis (C) against pure Python.
+
+Run: ``.venv/bin/python bench/redis_parser.py [--n 5000] [--rounds 5]``.
+
+One process takes and releases one key's turn ``--n`` times (two script calls each, the
+uncontended serial path), and draws ``--n`` nonce blocks (window mode), with each parser in
+alternating rounds against the same Redis; the table shows the median µs per round trip and
+the ratio. This is what chose hiredis (``redis[hiredis]`` in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+sys.path.remove(str(Path(__file__).resolve().parent))
+from kraken.pay import RedisNonce
+from tasks.embedded import redis_server
+
+sys.path.append(str(Path(__file__).resolve().parent))
+from _support import print_table, redis_url
+from sharing import parser_class
+
+
+async def _round(rurl: str, parser: str, n: int) -> tuple[float, float]:
+    """µs per script round trip: take+release of the turn, and one nonce draw."""
+    redis = aioredis.Redis.from_url(rurl, parser_class=parser_class(parser))
+    source = RedisNonce(redis, f"parser-{parser}", lease=0.0, quantum=0.0)
+    turn = source._turn
+    await source.draw(1)  # load the scripts, open the connection
+    start = time.perf_counter()
+    for _ in range(n):
+        await turn._take(5.0)
+        await turn._drop()
+    middle = time.perf_counter()
+    for _ in range(n):
+        await source.draw(8)
+    end = time.perf_counter()
+    await source.aclose()
+    await redis.aclose()
+    return (middle - start) / (2 * n) * 1e6, (end - middle) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    results: dict[str, list[tuple[float, float]]] = {"python": [], "hiredis": []}
+    with redis_server(redis_url()) as rurl:
+        for _ in range(args.rounds):
+            for name in results:
+                results[name].append(asyncio.run(_round(rurl, name, args.n)))
+    medians = {
+        name: tuple(statistics.median(r[i] for r in runs) for i in (0, 1))
+        for name, runs in results.items()
+    }
+    rows = [("parser", "turn script µs/round trip", "nonce draw µs/round trip")]
+    for name, (turn_us, draw_us) in medians.items():
+        rows.append((name, f"{turn_us:.0f}", f"{draw_us:.0f}"))
+    py, hi = medians["python"], medians["hiredis"]
+    rows.append(("python / hiredis", f"{py[0] / hi[0]:.2f}", f"{py[1] / hi[1]:.2f}"))
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
