@@ -183,7 +183,8 @@ class Settings:
         and may send twice in window mode; ``run()`` waits a little longer than all of that.
         """
         budget_wait = self.rate_max_wait if self.rate_per_second else 0.0
-        turn_wait = 4 * (self.timeout + self.late_landing_grace + 2.0)
+        # Waiting for the key's turn: a few holders' calls, and one late-landing grace.
+        turn_wait = 4 * (self.timeout + 2.0) + self.late_landing_grace
         return budget_wait + turn_wait + 2 * self.timeout + _ATTEMPT_SLACK
 
     def task_time_limits(self) -> tuple[float, float]:

@@ -86,6 +86,8 @@ def worker_env(
             # No shared rate budget: these tests send far more than Kraken's Starter tier
             # allows, to a simulator that has no rate limit unless a test injects one.
             "KRAKEN_RATE_PER_SECOND": "off",
+            # A short late-landing grace: timed-out calls in these tests are meant to be quick.
+            "KRAKEN_LATE_LANDING_GRACE": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -43,9 +43,9 @@ def test_settings_that_would_lose_or_double_a_cancellation_are_refused(app, sett
 
 def test_prefetched_tasks_count_against_the_visibility_timeout(app):
     app.conf.broker_transport_options = {"visibility_timeout": 700}
-    check_worker_config(app)  # 300 s retry cap + one task's 120 s limit fit
+    check_worker_config(app)  # 300 s retry cap + one task's 111 s limit fit
     forget(app)
-    app.conf.worker_prefetch_multiplier = 4  # four reserved tasks may wait 4 x 120 s
+    app.conf.worker_prefetch_multiplier = 4  # four reserved tasks may wait 4 x 111 s
     with pytest.raises(ConfigurationError, match="CELERY_VISIBILITY_TIMEOUT"):
         check_worker_config(app)
 
