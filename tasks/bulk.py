@@ -26,7 +26,6 @@ How it stays cheap at any size:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from kraken.pay.errors import (
     TemporaryLockout,
     TransientError,
 )
-from tasks import runtime
+from tasks import logs, metrics, runtime
 from tasks.base import KrakenPayTask, broker_visibility_timeout, task_name
 from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
 from tasks.retry import VISIBILITY_MARGIN, RetryPolicy
@@ -60,7 +59,7 @@ __all__ = [
     "split",
 ]
 
-log = logging.getLogger("tasks.bulk")
+log = logs.logger("tasks.bulk")
 
 MAX_CHUNK = MAX_BULK_CHUNK  # ids in one message, whatever KRAKEN_BULK_CHUNK says
 QUICK_ATTEMPTS = 3  # calls for one id inside a chunk before it is handed to cancel_request
@@ -280,6 +279,7 @@ async def _cancel_one(
     policy: RetryPolicy,
 ) -> None:
     loop = asyncio.get_running_loop()
+    logs.bind(external_id=eid)  # this lane's records, until its next id
     attempt = 0
     while True:
         try:
@@ -292,6 +292,7 @@ async def _cancel_one(
                 progress.outcomes[outcome.outcome] += 1
             return
         except _KEY_WIDE as exc:  # the key must wait: every lane pauses, no attempt is spent
+            metrics.retry(exc)  # after the pause, here or in the chunk's own retry
             pause = exc.retry_after if isinstance(exc, RateLimited) else None
             pause = pause if pause is not None else policy.delay(exc, 0)
             progress.paused_until = max(progress.paused_until, loop.time() + pause)
@@ -299,6 +300,7 @@ async def _cancel_one(
                 progress.carry(eid, ambiguous)
                 return
         except TransientError as exc:
+            metrics.retry(exc)  # here, or in the cancel_request it is handed to
             attempt += 1
             ambiguous = ambiguous or exc.ambiguous
             delay = min(QUICK_MAX_DELAY, policy.delay(exc, attempt - 1))
@@ -319,6 +321,12 @@ async def _cancel_one(
 
 
 # ---------------------------------------------------------------- the chunk task
+
+
+def _count(progress: ChunkProgress) -> None:
+    for outcome, count in progress.outcomes.items():
+        metrics.cancellation(outcome, count)
+    metrics.cancellation("failed", len(progress.failed))
 
 
 def chunk_window(settings: Settings, visibility_timeout: float | None) -> float:
@@ -412,6 +420,7 @@ def cancel_chunk(
         ) from None
 
     summary = merge([summary, {**empty_summary(), "outcomes": progress.outcomes}])
+    _count(progress)
     summary["failed"].extend(progress.failed)
     route = route_of(self.request)
     handoffs = list(progress.handoffs)

@@ -26,14 +26,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
 from kraken.pay.errors import PayRequestError, TransportError
-from tasks import runtime
+from tasks import logs, metrics, runtime
 from tasks.base import KrakenPayTask, task_name
 from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
 from tasks.retry import RetriesExhausted, RetryPolicy, is_transient
 
 __all__ = ["OUTCOMES", "CancelRequestTask", "cancel_request"]
 
-log = logging.getLogger("tasks.cancel")
+log = logs.logger("tasks.cancel")
 
 
 def _canonical_arguments(
@@ -92,6 +92,7 @@ def _result(
     error: dict[str, Any] | None = None,
     confirmed_on_retry: bool = False,
 ) -> dict[str, Any]:
+    metrics.cancellation(outcome)
     log.info(
         "cancel_request outcome external_id=%s outcome=%s attempts=%d confirmed_on_retry=%s",
         eid,
@@ -119,6 +120,7 @@ def _result(
 def _fail(eid: str, attempt: int, exc: BaseException, why: str) -> None:
     # The message template names the class, so trackers group failures by class; the
     # varying parts are arguments and fields.
+    metrics.cancellation("failed")
     log.error(
         f"cancel_request failed: {type(exc).__name__} ({why})"
         " external_id=%s attempt=%d kraken_error=%r",
@@ -162,6 +164,7 @@ def cancel_request(
         _fail(str(external_id)[:40], attempt, exc, "invalid_argument")
         raise
 
+    logs.bind(task_id=self.request.id, external_id=eid)
     settings = self.settings
     try:
         call = runtime.client(settings).cancel_request(eid)
@@ -192,6 +195,7 @@ def cancel_request(
             last = exc.to_dict() if isinstance(exc, KrakenError) else {}
             raise RetriesExhausted(eid, attempt, last) from None
         _log_attempt(eid, attempt, exc, countdown)
+        metrics.retry(exc)
         state = {
             "first_at": first_at,
             "ambiguous": ambiguous_before or bool(getattr(exc, "ambiguous", False)),

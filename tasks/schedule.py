@@ -48,7 +48,6 @@ With Django (``DJANGO_SETTINGS_MODULE=shop.settings`` and
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -60,6 +59,7 @@ from celery import shared_task
 
 from kraken.pay import normalize_external_id
 from kraken.pay.errors import ConfigurationError
+from tasks import logs
 from tasks.base import KrakenPayTask, task_name
 from tasks.bulk import route_of
 from tasks.settings import settings_for
@@ -77,7 +77,7 @@ __all__ = [
     "unschedule_cancel",
 ]
 
-log = logging.getLogger("tasks.schedule")
+log = logs.logger("tasks.schedule")
 
 SCHEDULE_KEY = "kraken:scheduled"  # id -> due time (unix seconds)
 DISPATCHING_KEY = "kraken:scheduled:dispatching"  # id -> end of the claim's lease
