@@ -314,3 +314,40 @@ def stop_serving() -> None:
     if _owned_dir is not None:
         shutil.rmtree(_owned_dir, ignore_errors=True)
         _owned_dir = None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str, timeout: float = 5.0) -> Samples:
+    """``{(sample name, sorted labels): value}`` read from a ``/metrics`` URL."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read(16 << 20).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def summed(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and wanted <= set(lab))
+
+
+def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
+    """The samples ``name`` summed by the value of ``label``."""
+    found: dict[str, float] = {}
+    for (n, labels), value in samples.items():
+        key = dict(labels).get(label)
+        if n == name and key is not None:
+            found[key] = found.get(key, 0.0) + value
+    return found
