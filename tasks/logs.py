@@ -5,8 +5,9 @@
   when one is in hand), also on the worker's event loop thread, where Celery's own idea of
   the current task does not reach: the values travel in a context variable.
 * Quiet: ``dispatch_due`` runs every second. A worker of the ``kraken_pay`` queue drops
-  Celery's "received" and "succeeded ...: 0" lines for it, and beat its "Sending due task"
-  line, so only a dispatch that sent something, or failed, is logged.
+  Celery's "received" and "succeeded ...: 0" lines for it, so only a dispatch that sent
+  something, or failed, is logged. (Beat's own "Sending due task" line stays: it is
+  beat's log, and what shows that beat ticks.)
 * JSON: with ``KRAKEN_LOG_JSON`` (``log_json``) a worker of the queue writes one JSON object
   a line (python-json-logger), the fields above included, applied when Celery sets up the
   worker's loggers.
@@ -90,12 +91,11 @@ class _QuietDispatch(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, dict) and args.get("name") == _DISPATCH_DUE:
-            if "return_value" not in args:  # "received"
-                return False
-            return str(args.get("return_value")) not in ("0", "None")
-        # beat's "Sending due task" names the entry and the task
-        return not (isinstance(args, tuple) and len(args) == 2 and args[1] == _DISPATCH_DUE)
+        if not (isinstance(args, dict) and args.get("name") == _DISPATCH_DUE):
+            return True
+        if "return_value" not in args:  # "received"
+            return False
+        return str(args.get("return_value")) not in ("0", "None")
 
 
 _QUIET = _QuietDispatch()
@@ -137,10 +137,6 @@ def _reset_fields(task_id: str | None = None, **_: Any) -> None:
     _fields.set({"task_id": task_id, "external_id": None})
 
 
-def _quiet_beat(**_: Any) -> None:
-    quiet_dispatch("celery.beat")
-
-
 def connect() -> None:
     """Connect the handlers once; they change nothing on workers of other queues."""
     global _connected
@@ -151,5 +147,4 @@ def connect() -> None:
     signals.after_setup_logger.connect(_json_handlers, weak=False)
     signals.after_setup_task_logger.connect(_json_handlers, weak=False)
     signals.task_prerun.connect(_reset_fields, weak=False)
-    signals.beat_init.connect(_quiet_beat, weak=False)
     _connected = True

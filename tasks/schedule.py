@@ -62,6 +62,7 @@ from kraken.pay.errors import ConfigurationError
 from tasks import logs
 from tasks.base import KrakenPayTask, task_name
 from tasks.bulk import route_of
+from tasks.checks import record_heartbeat
 from tasks.settings import settings_for
 
 __all__ = [
@@ -253,6 +254,7 @@ def release(redis: redis_sync.Redis, external_ids: Iterable[str]) -> None:
 def dispatch_due(self: KrakenPayTask) -> int:
     """Send every due scheduled cancellation to ``bulk_cancel``; return how many."""
     client = _default_redis(self.app)
+    record_heartbeat(client)  # `kraken-pay check` reads it: beat runs, a worker takes its tasks
     route = route_of(self.request)
     bulk_cancel = self.task("bulk_cancel")
     sent = 0

@@ -17,11 +17,10 @@ from celery import Celery, signals
 from kraken.pay.errors import ConfigurationError
 from tasks import logs, metrics, runtime
 from tasks.base import broker_visibility_timeout, task_name
+from tasks.checks import secret_warning
 from tasks.retry import RetryPolicy, check_visibility
 from tasks.settings import Settings, settings_for
 from tasks.standalone import EX_CONFIG
-
-KRAKEN_SECRET_BYTES = 64  # what Kraken's API secrets decode to
 
 __all__ = ["check_worker_config", "connect", "serves_library"]
 
@@ -98,14 +97,9 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 
 def _warn_short_secret(settings: Settings) -> None:
     """Kraken's secrets decode to 64 bytes: a shorter one is likely cut or not Kraken's."""
-    size = settings.credentials().secret_size
-    if size < KRAKEN_SECRET_BYTES:
-        print(
-            f"celery worker: warning: KRAKEN_API_SECRET decodes to {size} bytes; Kraken's "
-            f"secrets decode to {KRAKEN_SECRET_BYTES} (is it cut short, or another key's?)",
-            file=sys.stderr,
-            flush=True,
-        )
+    warning = secret_warning(settings.credentials().secret_size)
+    if warning:
+        print(f"celery worker: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _serve_metrics(port: int) -> None:
