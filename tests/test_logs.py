@@ -131,7 +131,9 @@ def test_a_json_worker_is_quiet_when_nothing_is_due_and_its_records_carry_the_id
     assert len(celerys) == 1 and celerys[0].endswith(": 1")
 
 
-@pytest.mark.parametrize(("raw", "value"), [("1", True), ("yes", True), ("off", False), ("", False)])
+@pytest.mark.parametrize(
+    ("raw", "value"), [("1", True), ("yes", True), ("off", False), ("", False)]
+)
 def test_log_json_is_a_flag(raw, value):
     from tasks.settings import Settings
 
