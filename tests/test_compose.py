@@ -158,7 +158,8 @@ def test_the_image_holds_what_pyproject_packages():
     dockerfile = (REPO / "Dockerfile").read_text()
     for path in ("pyproject.toml", "README.md", "celeryconfig.py", "kraken", "tasks"):
         assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.MULTILINE), path
-    assert "pip install ." in dockerfile
+    assert "pip install --no-deps ." in dockerfile
+    assert "pip install -r requirements/lock.txt" in dockerfile
 
 
 def test_the_secret_file_stays_out_of_the_image_and_out_of_git():
