@@ -121,13 +121,22 @@ def _build() -> dict[str, Any]:
     }
 
 
+def _zeros(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The series alerts watch exist from the start, at 0, rather than appear on first use."""
+    for outcome in ("cancelled", "failed"):
+        metrics["cancellations"].labels(outcome=outcome)
+    for when in ("on_time", "late"):
+        metrics["nonce_rejections"].labels(when=when)
+    return metrics
+
+
 def _get(name: str) -> Any:
     global _metrics
     metrics = _metrics
     if metrics is None:
         with _lock:
             if _metrics is None:
-                _metrics = _build()
+                _metrics = _zeros(_build())
             metrics = _metrics
     return metrics[name]
 

@@ -220,3 +220,34 @@ def test_metrics_port_must_be_a_port_number():
     for bad in ("0", "65536", "http", "-1"):
         with pytest.raises(ConfigurationError, match="KRAKEN_PAY_METRICS_PORT: must be a whole"):
             Settings.from_env({"KRAKEN_PAY_METRICS_PORT": bad})
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.registry().get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_class", "when"),
+    [
+        ({"delay": {"next": 1, "seconds": 1.0}}, "TransportError", "late"),  # timeout 0.3 s
+        ({"invalid_nonce": {"next": 1}}, "InvalidNonce", "on_time"),
+    ],
+)
+async def test_nonce_rejections_seen_and_possible_late_ones_are_counted_apart(
+    fault, error_class, when
+):
+    from kraken.pay import Credentials, KrakenError
+    from kraken.pay.simulator import Simulator
+
+    async with Simulator() as simulator:
+        eid = normalize_external_id(uuid.uuid4())
+        simulator.create_requests([eid])
+        simulator.set_faults(fault)
+        credentials = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
+        calls = sample("kraken_pay_kraken_calls_total", error_class=error_class)
+        rejections = sample("kraken_pay_nonce_rejections_total", when=when)
+        async with metrics.ObservedClient(credentials, base_url=simulator.url, timeout=0.3) as c:
+            with pytest.raises(KrakenError):
+                await c.cancel_request(eid)
+    assert sample("kraken_pay_kraken_calls_total", error_class=error_class) == calls + 1
+    assert sample("kraken_pay_nonce_rejections_total", when=when) == rejections + 1
