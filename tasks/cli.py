@@ -574,6 +574,7 @@ def schedule(external_id: str, in_: str | None, at: str | None) -> int:
 def unschedule(external_id: str) -> int:
     """Forget the scheduled cancellation of payment request ID (exit 1 if none waited)."""
     eid = _parse_ids([external_id])[0]
+    _settings()  # a bad setting is refused here; the default Redis is noted
     from tasks import unschedule_cancel
 
     if unschedule_cancel(eid, app=_app()):
