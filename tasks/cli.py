@@ -159,7 +159,27 @@ def _app() -> Any:
     configuration cannot be loaded."""
     from tasks.standalone import standalone_app
 
-    return standalone_app()
+    app = standalone_app()
+    _django_ready(str(app.conf.result_backend or ""))
+    return app
+
+
+def _django_ready(backend: str) -> None:
+    """A django-db or django-cache result backend reads Django's models: set Django up first,
+    as a Django project's worker does (else ``AppRegistryNotReady`` at the first result)."""
+    if not backend.startswith(("django-db", "django-cache")):
+        return
+    import os
+
+    if not os.environ.get("DJANGO_SETTINGS_MODULE", "").strip():
+        raise CommandError(
+            f"CELERY_RESULT_BACKEND: {backend} needs DJANGO_SETTINGS_MODULE (the Django project "
+            "whose database holds the results)",
+            EXIT_CONFIG,
+        )
+    import django
+
+    django.setup()  # idempotent
 
 
 _noted: set[str] = set()
