@@ -42,7 +42,7 @@ __all__ = [
 EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE = 1, 3, 4
 
 KRAKEN_SECRET_BYTES = 64  # what Kraken's API secrets decode to
-HEARTBEAT_KEY = "kraken:dispatch_due:heartbeat"  # Redis TIME of the last dispatch_due run
+HEARTBEAT_KEY = "{prefix}:dispatch_due:heartbeat"  # Redis TIME of the last dispatch_due run
 HEARTBEAT_TTL = 86400
 _INSPECT_TIMEOUT = 1.0
 
@@ -162,25 +162,26 @@ def check_workers(app: Any, queue: str) -> Finding:
     return Finding("workers", f"{len(serving)} consume {queue}: {shown}")
 
 
-def record_heartbeat(redis: Any) -> None:
+def record_heartbeat(redis: Any, prefix: str = "kraken") -> None:
     """``dispatch_due`` ran: beat is alive and a worker takes its tasks."""
-    redis.register_script(_HEARTBEAT)(keys=[HEARTBEAT_KEY], args=[HEARTBEAT_TTL])
+    key = HEARTBEAT_KEY.format(prefix=prefix)
+    redis.register_script(_HEARTBEAT)(keys=[key], args=[HEARTBEAT_TTL])
 
 
-def beat_heartbeat(redis: Any) -> float | None:
+def beat_heartbeat(redis: Any, prefix: str = "kraken") -> float | None:
     """Seconds since ``dispatch_due`` last ran (by Redis's clock), or ``None`` if never."""
-    raw = redis.get(HEARTBEAT_KEY)
+    raw = redis.get(HEARTBEAT_KEY.format(prefix=prefix))
     if raw is None:
         return None
     seconds, micros = redis.time()
     return max(0.0, seconds + micros / 1e6 - float(raw))
 
 
-def check_beat(redis: Any, interval: float) -> Finding:
+def check_beat(redis: Any, interval: float, prefix: str = "kraken") -> Finding:
     """Whether beat sent ``dispatch_due`` lately (and a worker ran it)."""
     recent = max(10.0, 5 * interval)
     try:
-        age = beat_heartbeat(redis)
+        age = beat_heartbeat(redis, prefix)
     except Exception as exc:
         return Finding("beat", f"cannot read the heartbeat: {type(exc).__name__}", warning=True)
     if age is None:

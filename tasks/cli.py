@@ -720,7 +720,9 @@ def _findings(settings: Any, max_skew: float) -> list[Finding]:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=_CHECK_TIMEOUT)
         try:
             findings += checks.check_redis_safety(client)
-            findings.append(checks.check_beat(client, settings.schedule_interval))
+            findings.append(
+                checks.check_beat(client, settings.schedule_interval, settings.redis_prefix)
+            )
         finally:
             client.close()
     if broker.ok:

@@ -22,7 +22,8 @@ The metrics (see docs/operations.md for alert rules):
 * ``kraken_pay_turn_wait_seconds``, ``kraken_pay_budget_wait_seconds``: time spent waiting
   for the key's ordering turn and for the shared rate budget (histograms).
 * ``kraken_pay_ledger_open_entries``, ``kraken_pay_ledger_oldest_open_seconds``: read at
-  scrape time from the source given to :func:`set_ledger_source` (the ledger registers it).
+  scrape time from the ledger (:func:`ledger_source`; the worker registers it), or from
+  any source given to :func:`set_ledger_source`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -45,6 +47,7 @@ from tasks import logs
 __all__ = [
     "ObservedClient",
     "cancellation",
+    "ledger_source",
     "registry",
     "retry",
     "serve",
@@ -242,6 +245,40 @@ def set_ledger_source(source: LedgerSource | None) -> None:
     """
     global _ledger
     _ledger = source
+
+
+_LEDGER_SCAN = 10_000  # open entries read per scrape for the oldest one's age
+
+
+def ledger_source(ledger: Any, scan: int = _LEDGER_SCAN) -> LedgerSource:
+    """The source for ``tasks.ledger.Ledger``: its open entries, and the oldest's age.
+
+    The age is the larger of: how long the oldest open entry that is not a scheduled one
+    waiting for its time has been open (by ``asked_at``, among the first ``scan`` entries
+    read, so a scrape stays bounded), and how far the earliest "news expected by" deadline
+    is past (a scheduled cancellation that beat did not send, an entry the relay did not
+    re-send).
+    """
+
+    def read() -> tuple[int, float]:
+        entries = ledger.open_count()
+        if not entries:
+            return 0, 0.0
+        seconds, micros = ledger.redis.time()
+        now = seconds + micros / 1e6
+        oldest = 0.0
+        earliest = ledger.redis.zrange(ledger.due_key, 0, 0, withscores=True)
+        if earliest:
+            oldest = max(oldest, now - float(earliest[0][1]))
+        for n, (_, raw) in enumerate(ledger.redis.hscan_iter(ledger.open_key, count=1000)):
+            if n >= scan:
+                break
+            entry = json.loads(raw)
+            if entry.get("state") != "scheduled" and entry.get("asked_at"):
+                oldest = max(oldest, now - float(entry["asked_at"]))
+        return entries, oldest
+
+    return read
 
 
 class _LedgerCollector:

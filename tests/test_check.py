@@ -285,7 +285,8 @@ def test_a_running_worker_and_beats_heartbeat_are_seen(check, sim, tasks_url, re
         node.wait_ready(c)
         c.send_task("kraken_pay.dispatch_due", queue=queue)  # as beat would; no result kept
         store = redis.Redis.from_url(tasks_url)
-        wait_for(lambda: store.exists(checks.HEARTBEAT_KEY), 30, "the heartbeat")
+        heartbeat = checks.HEARTBEAT_KEY.format(prefix="kraken")
+        wait_for(lambda: store.exists(heartbeat), 30, "the heartbeat")
         result = check(
             KRAKEN_API_URL=sim.url,
             REDIS_URL=tasks_url,

@@ -87,7 +87,8 @@ def test_a_json_worker_is_quiet_when_nothing_is_due_and_its_records_carry_the_id
     broker = redis_db(redis_url, BROKER_DB)
     tasks_url = redis_db(redis_url, TASKS_DB)
     store = redis.Redis.from_url(tasks_url)
-    store.delete("kraken:scheduled", "kraken:scheduled:dispatching", HEARTBEAT_KEY)
+    store.flushdb()  # nothing due but what this test schedules
+    heartbeat = HEARTBEAT_KEY.format(prefix="kraken")
     with (
         SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as sim,
         client_app(app, broker_url=broker, result_backend=broker, task_default_queue=queue) as c,
@@ -98,7 +99,7 @@ def test_a_json_worker_is_quiet_when_nothing_is_due_and_its_records_carry_the_id
             node.wait_ready(c)
             for _ in range(5):  # beat's idle ticks
                 c.send_task("kraken_pay.dispatch_due", queue=queue)
-            wait_for(lambda: store.exists(HEARTBEAT_KEY), 30, "the idle dispatches")
+            wait_for(lambda: store.exists(heartbeat), 30, "the idle dispatches")
             idle_log = node.log()
 
             eid = normalize_external_id(uuid.uuid4())
@@ -112,7 +113,7 @@ def test_a_json_worker_is_quiet_when_nothing_is_due_and_its_records_carry_the_id
             schedule_cancel(due, in_=0, redis=store)
             c.send_task("kraken_pay.dispatch_due", queue=queue)
             wait_for(lambda: sim.request(due)["state"] == "cancelled", 30, "the dispatch")
-            wait_for(lambda: "dispatched scheduled" in node.log(), 10, "its line")
+            wait_for(lambda: "relay sent" in node.log(), 10, "its line")
             lines = node.log().splitlines()
 
     idle = [json.loads(text) for text in idle_log.splitlines() if text.startswith("{")]
@@ -124,7 +125,7 @@ def test_a_json_worker_is_quiet_when_nothing_is_due_and_its_records_carry_the_id
     ours = [r for r in records if r.get("external_id") == eid]
     assert {r["name"] for r in ours} >= {"tasks.cancel", "kraken.pay.client"}
     assert {r["task_id"] for r in ours} == {result.id}
-    dispatched = [r for r in records if r["message"].startswith("dispatched scheduled")]
+    dispatched = [r for r in records if r["message"].startswith("relay sent")]
     assert len(dispatched) == 1 and dispatched[0]["count"] == 1
     # Celery's "succeeded ...: 1" for it stays; its "received" lines never show.
     celerys = [r["message"] for r in records if "dispatch_due" in r["message"]]

@@ -251,3 +251,21 @@ async def test_nonce_rejections_seen_and_possible_late_ones_are_counted_apart(
                 await c.cancel_request(eid)
     assert sample("kraken_pay_kraken_calls_total", error_class=error_class) == calls + 1
     assert sample("kraken_pay_nonce_rejections_total", when=when) == rejections + 1
+
+
+def test_the_ledger_source_reads_open_entries_and_the_oldest_age(redis_sync):
+    from tasks.ledger import Ledger
+
+    ledger = Ledger(redis_sync, "kraken-metrics-test")
+    source = metrics.ledger_source(ledger)
+    assert source() == (0, 0.0)
+
+    ledger.ask(["AAAAAAAAAAE", "AAAAAAAAAAI"], within=60)  # news expected in a minute
+    ledger.ask(["AAAAAAAAAAM"], within=3600, scheduled=True)  # waits by design
+    entries, oldest = source()
+    assert entries == 3
+    assert 0 <= oldest < 5  # just asked; the scheduled one does not count
+
+    now_s, now_us = redis_sync.time()
+    ledger.ask(["AAAAAAAAAAQ"], at=now_s + now_us / 1e6 - 120, scheduled=True)  # beat missed it
+    assert source()[1] >= 119

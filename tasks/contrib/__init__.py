@@ -1,0 +1,2 @@
+"""Integrations with web frameworks and databases; each imports its framework lazily, so
+``tasks`` never requires one."""
