@@ -8,11 +8,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# The locked versions first (requirements/lock.txt, `make lock`): the image never resolves
+# versions at build time, and this layer is rebuilt only when the lock changes.
+COPY requirements/lock.txt requirements/lock.txt
+RUN pip install -r requirements/lock.txt
 # What pyproject.toml packages, and nothing else (.dockerignore keeps kraken.env out).
 COPY pyproject.toml README.md celeryconfig.py ./
 COPY kraken ./kraken
 COPY tasks ./tasks
-RUN pip install . \
+RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 kraken
 
 USER kraken

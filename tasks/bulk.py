@@ -25,7 +25,6 @@ How it stays cheap at any size:
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -35,7 +34,7 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils import uuid
 
 from kraken.pay import InvalidExternalId, normalize_external_id
-from tasks import runtime
+from tasks import logs, metrics, runtime
 from tasks.base import KrakenPayTask, broker_visibility_timeout, task_name
 from tasks.lanes import MAX_WINDOW, ChunkProgress, cancel_many, error_text
 from tasks.ledger import Entry, Ledger, ledger_for
@@ -54,7 +53,7 @@ __all__ = [
     "split",
 ]
 
-log = logging.getLogger("tasks.bulk")
+log = logs.logger("tasks.bulk")
 
 MAX_CHUNK = MAX_BULK_CHUNK  # ids in one message, whatever KRAKEN_BULK_CHUNK says
 
@@ -225,6 +224,12 @@ def bulk_summary(chunk_summaries: list[dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the chunk task
 
 
+def _count(progress: ChunkProgress) -> None:
+    for outcome, count in progress.outcomes.items():
+        metrics.cancellation(outcome, count)
+    metrics.cancellation("failed", len(progress.failed))
+
+
 def chunk_window(settings: Settings, visibility_timeout: float | None) -> float:
     """Seconds a chunk starts calls for: at most MAX_WINDOW, and short enough that the chunk,
     its time limits and a retry countdown all fit in the broker's visibility timeout
@@ -324,6 +329,7 @@ def cancel_chunk(
         _retry_or_requeue(self, ids, {"_summary": _summary}, 0.0)
 
     summary = merge([summary, {**empty_summary(), "outcomes": progress.outcomes}])
+    _count(progress)
     summary["failed"].extend(progress.failed)
     _settle(ledger, progress, attempts=max((e.attempts for e in entries), default=1))
     route = route_of(self.request)

@@ -29,7 +29,7 @@ from celery.utils import uuid
 
 from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
 from kraken.pay.errors import PayRequestError, TransportError
-from tasks import runtime
+from tasks import logs, metrics, runtime
 from tasks.base import KrakenPayTask, task_name
 from tasks.ledger import Entry, Ledger, ledger_for
 from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
@@ -37,7 +37,7 @@ from tasks.retry import RetriesExhausted, RetryPolicy, is_transient
 
 __all__ = ["OUTCOMES", "CancelRequestTask", "cancel_request"]
 
-log = logging.getLogger("tasks.cancel")
+log = logs.logger("tasks.cancel")
 
 
 def _canonical_arguments(
@@ -124,6 +124,7 @@ def _result(
     error: dict[str, Any] | None = None,
     confirmed_on_retry: bool = False,
 ) -> dict[str, Any]:
+    metrics.cancellation(outcome)
     log.info(
         "cancel_request outcome external_id=%s outcome=%s attempts=%d confirmed_on_retry=%s",
         eid,
@@ -151,6 +152,7 @@ def _result(
 def _fail(eid: str, attempt: int, exc: BaseException, why: str) -> None:
     # The message template names the class, so trackers group failures by class; the
     # varying parts are arguments and fields.
+    metrics.cancellation("failed")
     log.error(
         f"cancel_request failed: {type(exc).__name__} ({why})"
         " external_id=%s attempt=%d kraken_error=%r",
@@ -188,6 +190,7 @@ def cancel_request(self: CancelRequestTask, external_id: Any, _retry: Any = None
         _fail(str(external_id)[:40], self.request.retries + 1, exc, "invalid_argument")
         raise
 
+    logs.bind(task_id=self.request.id, external_id=eid)
     settings = self.settings
     ledger = ledger_for(self.app)
     begun = _begin(ledger, eid, self.request.id, _hold(settings, 0.0))
@@ -232,6 +235,7 @@ def cancel_request(self: CancelRequestTask, external_id: Any, _retry: Any = None
             last = exc.to_dict() if isinstance(exc, KrakenError) else {}
             raise RetriesExhausted(eid, attempt, last) from None
         _log_attempt(eid, attempt, exc, countdown)
+        metrics.retry(exc)
         ambiguous = ambiguous_before or bool(getattr(exc, "ambiguous", False))
         _hold_for_retry(ledger, eid, _hold(settings, countdown), ambiguous, type(exc).__name__)
         _retry_or_requeue(self, eid, exc, countdown)

@@ -8,7 +8,6 @@ errors name the variable, not its value, and URLs are shown without their passwo
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import re
 import sys
@@ -23,6 +22,7 @@ import click
 from kraken.pay import KrakenError, normalize_external_id
 from kraken.pay.errors import AuthenticationError, ConfigurationError, TransportError
 from tasks import idfile
+from tasks.checks import Finding
 
 __all__ = [
     "EXIT_CONFIG",
@@ -159,14 +159,43 @@ def _app() -> Any:
     configuration cannot be loaded."""
     from tasks.standalone import standalone_app
 
-    return standalone_app()
+    app = standalone_app()
+    _django_ready(str(app.conf.result_backend or ""))
+    return app
 
 
-def _settings() -> Any:
-    """The library's settings, as the standalone fleet's workers resolve them."""
+def _django_ready(backend: str) -> None:
+    """A django-db or django-cache result backend reads Django's models: set Django up first,
+    as a Django project's worker does (else ``AppRegistryNotReady`` at the first result)."""
+    if not backend.startswith(("django-db", "django-cache")):
+        return
+    import os
+
+    if not os.environ.get("DJANGO_SETTINGS_MODULE", "").strip():
+        raise CommandError(
+            f"CELERY_RESULT_BACKEND: {backend} needs DJANGO_SETTINGS_MODULE (the Django project "
+            "whose database holds the results)",
+            EXIT_CONFIG,
+        )
+    import django
+
+    django.setup()  # idempotent
+
+
+_noted: set[str] = set()
+
+
+def _settings(note: bool = True) -> Any:
+    """The library's settings, as the standalone fleet's workers resolve them; a note on
+    stderr, once, when the Redis used is the default one."""
+    from tasks.checks import is_default
     from tasks.settings import settings_for
 
-    return settings_for(_app())
+    settings = settings_for(_app())
+    if note and is_default("REDIS_URL") and "REDIS_URL" not in _noted:
+        _noted.add("REDIS_URL")
+        _error(f"kraken-pay: note: REDIS_URL is not set; using {redact(settings.redis_url)}")
+    return settings
 
 
 # ----------------------------------------------------------------------------- ids
@@ -565,6 +594,7 @@ def schedule(external_id: str, in_: str | None, at: str | None) -> int:
 def unschedule(external_id: str) -> int:
     """Forget the scheduled cancellation of payment request ID (exit 1 if none waited)."""
     eid = _parse_ids([external_id])[0]
+    _settings()  # a bad setting is refused here; the default Redis is noted
     from tasks import unschedule_cancel
 
     if unschedule_cancel(eid, app=_app()):
@@ -626,22 +656,6 @@ def simulator(host: str, port: int, seed: int | None) -> int:
 _CHECK_TIMEOUT = 3.0  # seconds each network check may take
 
 
-class Finding:
-    """One line of ``kraken-pay check``: what was checked, whether it is fine, and why."""
-
-    def __init__(self, name: str, detail: str, failure: int | None = None) -> None:
-        self.name = name
-        self.detail = detail
-        self.failure = failure  # the exit status this problem means, None when all is well
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-    def line(self) -> str:
-        return f"{'ok' if self.ok else 'FAIL':<5} {self.name:<12} {self.detail}"
-
-
 @cli.command()
 @click.option(
     "--max-skew",
@@ -651,30 +665,28 @@ class Finding:
     help="Seconds this host's clock may differ from Redis's.",
 )
 def check(max_skew: float) -> int:
-    """Say what is wrong before a worker fails: credentials, Redis, broker, API, clock.
+    """Say what is wrong before a worker fails: credentials, Redis, broker, the key, clock,
+    Redis persistence and eviction, beat, workers.
 
-    Reads the same environment as a worker. The secret is never printed: only whether it
-    decodes, and how many bytes it holds. Exits 0 only when every check passes; otherwise
-    with the status of the most basic problem (3, then 4, then 1).
+    Reads the same environment as a worker. The key is proved by one signed cancel of a
+    random id (Kraken answers "not found"), its nonce drawn from the workers' Redis so it
+    never disturbs them. The secret is never printed: only how many bytes it decodes to.
+    Warnings (no worker, no beat, no AOF) keep the exit status 0; otherwise it is that of
+    the most basic problem (3, then 4, then 1).
     """
     try:
-        settings = _settings()
+        settings = _settings(note=False)
     except ConfigurationError as exc:
         findings = [Finding("settings", str(exc), EXIT_CONFIG)]
     else:
-        findings = [
-            _check_credentials(settings),
-            _check_redis(settings.redis_url),
-            _check_broker(_app().conf.broker_url),
-            _check_api(settings.api_url),
-        ]
-        if findings[1].ok:
-            findings.append(_check_clock(settings.redis_url, max_skew))
+        findings = _findings(settings, max_skew)
     for finding in findings:
         click.echo(finding.line())
     problems = [f for f in findings if not f.ok]
+    warnings = [f.name for f in findings if f.warning]
     if not problems:
-        click.echo("all is well")
+        listed = ", ".join(warnings)
+        click.echo(f"works, {len(warnings)} warning(s): {listed}" if warnings else "all is well")
         return EXIT_OK
     click.echo(f"{len(problems)} problem(s): {', '.join(f.name for f in problems)}")
     # The most basic problem first: a bad key, then what cannot be reached, then the rest.
@@ -682,16 +694,56 @@ def check(max_skew: float) -> int:
     return next(code for code in (EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_FAILED) if code in codes)
 
 
+def _findings(settings: Any, max_skew: float) -> list[Finding]:
+    import redis
+
+    from tasks import checks
+
+    credentials = _check_credentials(settings)
+    store = _check_redis(settings.redis_url)
+    if checks.is_default("REDIS_URL"):
+        store.detail += " (default: REDIS_URL is not set)"
+    app = _app()
+    broker = _check_broker(app.conf.broker_url)
+    broker.detail += checks.broker_note()
+    if not credentials.ok:
+        api = Finding("api", "not called: no usable credentials", warning=True)
+    elif not store.ok:
+        api = Finding(
+            "api", "not called: its nonce must come from the workers' Redis", EXIT_UNREACHABLE
+        )
+    else:
+        api = checks.check_key(settings)
+    findings = [credentials, store, broker, api]
+    if store.ok:
+        findings.append(_check_clock(settings.redis_url, max_skew))
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=_CHECK_TIMEOUT)
+        try:
+            findings += checks.check_redis_safety(client)
+            findings.append(
+                checks.check_beat(client, settings.schedule_interval, settings.redis_prefix)
+            )
+        finally:
+            client.close()
+    if broker.ok:
+        findings.append(checks.check_workers(app, settings.queue))
+    return findings
+
+
 def _check_credentials(settings: Any) -> Finding:
     try:
         credentials = settings.credentials()
     except ConfigurationError as exc:
         return Finding("credentials", str(exc), EXIT_CONFIG)
-    size = len(base64.b64decode(settings.api_secret.reveal()))
+    from tasks.checks import secret_warning
+
+    size = credentials.secret_size
+    short = secret_warning(size)
     return Finding(
         "credentials",
         f"KRAKEN_API_KEY is set (key id {credentials.key_id}); "
-        f"KRAKEN_API_SECRET decodes to {size} bytes",
+        + (short or f"KRAKEN_API_SECRET decodes to {size} bytes"),
+        warning=short is not None,
     )
 
 
@@ -722,24 +774,6 @@ def _check_broker(url: str) -> Finding:
     except Exception as exc:  # kombu raises its own and its transports' errors
         return Finding("broker", f"{redact(url)} does not answer: {describe(exc)}", 4)
     return Finding("broker", f"{redact(url)} answers ({_ms(started)})")
-
-
-def _check_api(url: str) -> Finding:
-    """Any HTTP answer proves the API is reachable; the key itself is checked by a call."""
-    import urllib.error
-    import urllib.request
-
-    probe = url.rstrip("/") + "/0/public/Time"
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(probe, timeout=_CHECK_TIMEOUT) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return Finding("api", f"{redact(url)} does not answer: {reason}", EXIT_UNREACHABLE)
-    return Finding("api", f"{redact(url)} answers (HTTP {status}, {_ms(started)})")
 
 
 def _check_clock(url: str, max_skew: float) -> Finding:

@@ -35,6 +35,7 @@ import redis
 
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks.cli import redact, release_results
+from tasks.demo_metrics import MetricsFigures, metrics_figures
 from tasks.embedded import redis_answers, redis_db, redis_server
 from tasks.settings import DEFAULT_REDIS_URL
 
@@ -137,6 +138,10 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     sim.clear_faults()
     report = Report(tally, sim.stats(), sim.summary())
     say.table(report.rows())
+    figures = metrics_figures([f"http://127.0.0.1:{node.metrics_port}/metrics" for node in nodes])
+    say(f"from /metrics of the {len(nodes)} workers (KRAKEN_PAY_METRICS_PORT):")
+    say.table(figures.rows())
+    report.metrics = figures
     for problem in report.problems():
         say(f"problem: {problem}")
     if report.problems():
@@ -258,6 +263,7 @@ class _Node:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    metrics_port: int
 
     def log(self) -> str:
         try:
@@ -285,19 +291,26 @@ def _worker(env: dict[str, str], name: str, concurrency: int, workdir: Path) -> 
         "--loglevel=INFO",
     ]
     log_path = workdir / f"{name}.log"
+    port = _free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             command,
-            env=env,
+            env=env | {"KRAKEN_PAY_METRICS_PORT": str(port)},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the demo only; the demo stops the workers
         )
     try:
-        yield _Node(hostname, proc, log_path)
+        yield _Node(hostname, proc, log_path, port)
     finally:
         _stop(proc)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -473,6 +486,7 @@ class Report:
     tally: Tally
     stats: dict[str, Any]
     summary: dict[str, Any]
+    metrics: MetricsFigures | None = None
 
     def rows(self) -> list[tuple[str, str]]:
         t, stats = self.tally, self.stats
@@ -523,6 +537,11 @@ class Report:
             found.append(f"{by_state['pending']} payment request(s) still pending")
         if self.stats["nonce_rejections"]:
             found.append(f"{self.stats['nonce_rejections']} nonce(s) rejected by Kraken")
+        if self.metrics is not None and self.metrics.calls != self.stats["requests"]:
+            found.append(
+                f"/metrics counted {self.metrics.calls:.0f} Kraken calls, the simulator "
+                f"{self.stats['requests']}"
+            )
         return found
 
 

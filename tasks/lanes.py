@@ -22,6 +22,7 @@ from kraken.pay.errors import (
     TemporaryLockout,
     TransientError,
 )
+from tasks import logs, metrics
 from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
 from tasks.retry import RetryPolicy
 
@@ -112,6 +113,7 @@ async def _cancel_one(
     policy: RetryPolicy,
 ) -> None:
     loop = asyncio.get_running_loop()
+    logs.bind(external_id=eid)  # this lane's records, until its next id
     attempt = 0
     while True:
         try:
@@ -124,6 +126,7 @@ async def _cancel_one(
                 progress.finish(eid, outcome.outcome, outcome.confirmed_on_retry)
             return
         except _KEY_WIDE as exc:  # the key must wait: every lane pauses, no attempt is spent
+            metrics.retry(exc)  # after the pause, here or in the chunk's own retry
             pause = exc.retry_after if isinstance(exc, RateLimited) else None
             pause = pause if pause is not None else policy.delay(exc, 0)
             progress.paused_until = max(progress.paused_until, loop.time() + pause)
@@ -131,6 +134,7 @@ async def _cancel_one(
                 progress.carry(eid, ambiguous)
                 return
         except TransientError as exc:
+            metrics.retry(exc)  # here, or in the cancel_request it is handed to
             attempt += 1
             ambiguous = ambiguous or exc.ambiguous
             delay = min(QUICK_MAX_DELAY, policy.delay(exc, attempt - 1))

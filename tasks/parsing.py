@@ -154,6 +154,15 @@ def _rate(raw: Any) -> float | None:
     return _number(0.001, 1000.0, "calls per second")(raw)
 
 
+def _flag(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise _Refused("must be true or false (1/0, yes/no, on/off)")
+    return value in ("1", "true", "yes", "on")
+
+
 def _sweep(raw: Any) -> str:
     if not isinstance(raw, str) or not _SWEEP_TARGET.fullmatch(raw):
         raise _Refused("must be 'module:function', such as 'shop.sweeps:abandoned'")
@@ -187,6 +196,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("soft_time_limit", "KRAKEN_SOFT_TIME_LIMIT", _number(1.0, 86400.0), None),
     Spec("time_limit", "KRAKEN_TIME_LIMIT", _number(1.0, 86400.0), None),
     Spec("pay_sweep_interval", "KRAKEN_PAY_SWEEP_INTERVAL", _number(1.0, 86400.0), 300.0),
+    Spec("pay_metrics_port", "KRAKEN_PAY_METRICS_PORT", _integer(1, 65535), None),
+    Spec("log_json", "KRAKEN_LOG_JSON", _flag, False),
 )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -22,11 +21,13 @@ from typing import Any, TypeVar
 import redis.asyncio
 
 from kraken.pay import KrakenPayClient, RateBudget, RedisNonce
+from tasks import logs
+from tasks.metrics import ObservedClient
 from tasks.settings import Settings
 
 __all__ = ["Runtime", "client", "current", "run", "set_client_factory", "shutdown", "start"]
 
-log = logging.getLogger("tasks.runtime")
+log = logs.logger("tasks.runtime")
 
 T = TypeVar("T")
 ClientFactory = Callable[[], Awaitable[Any]]
@@ -51,7 +52,7 @@ async def build_client(settings: Settings) -> KrakenPayClient:
             max_pause=settings.max_retry_after,
             prefix=settings.redis_prefix,
         )
-    return KrakenPayClient(
+    return ObservedClient(  # a KrakenPayClient whose calls and waits are counted
         credentials,
         base_url=settings.api_url,
         nonce=nonce,
@@ -118,7 +119,7 @@ class Runtime:
         if not self.alive:
             coro.close()
             raise RuntimeError("the runtime is closed")
-        future = self._submit(coro)
+        future = self._submit(logs.carry(coro))  # the task's log fields, on the loop too
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:

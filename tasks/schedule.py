@@ -49,7 +49,6 @@ it returns. With Django (``DJANGO_SETTINGS_MODULE=shop.settings`` and
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -59,8 +58,10 @@ from celery import shared_task
 
 from kraken.pay import normalize_external_id
 from kraken.pay.errors import ConfigurationError
+from tasks import logs
 from tasks.base import KrakenPayTask, task_name
 from tasks.bulk import bulk_signature, route_of
+from tasks.checks import record_heartbeat
 from tasks.ledger import Entry, Ledger, ledger_for
 from tasks.settings import settings_for
 
@@ -77,7 +78,7 @@ __all__ = [
     "unschedule_cancel",
 ]
 
-log = logging.getLogger("tasks.schedule")
+log = logs.logger("tasks.schedule")
 
 DISPATCH_BATCH = 10_000  # entries per claim, and ids per bulk_cancel
 
@@ -229,6 +230,7 @@ def dispatch_due(self: KrakenPayTask) -> int:
     """Beat's relay: send what the ledger (and any registered store) says is due; return how
     many were sent."""
     ledger = ledger_for(self.app)
+    record_heartbeat(ledger.redis, self.settings.redis_prefix)  # `kraken-pay check` reads it
     sent = relay(self, ledger, route_of(self.request))
     for extra in _relays:
         sent += extra(self)

@@ -140,6 +140,11 @@ class Settings:
     # by default a margin above the longest one attempt can take (see attempt_timeout).
     soft_time_limit: float | None = None
     time_limit: float | None = None
+    # KRAKEN_PAY_METRICS_PORT: a worker of the queue serves Prometheus metrics on this port
+    # (tasks/metrics.py); unset, none are served.
+    pay_metrics_port: int | None = None
+    # KRAKEN_LOG_JSON: a worker of the queue writes its log records as JSON lines.
+    log_json: bool = False
 
     @classmethod
     def resolve(

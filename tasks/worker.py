@@ -9,22 +9,22 @@ cancellation, and gives the library's tasks their time limits from its own setti
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
 from celery import Celery, signals
 
 from kraken.pay.errors import ConfigurationError
-from tasks import runtime
+from tasks import logs, metrics, runtime
 from tasks.base import broker_visibility_timeout, task_name
+from tasks.checks import secret_warning
 from tasks.retry import RetryPolicy, check_visibility
 from tasks.settings import Settings, settings_for
 from tasks.standalone import EX_CONFIG
 
 __all__ = ["check_worker_config", "connect", "persistence_warnings", "serves_library"]
 
-log = logging.getLogger("tasks.worker")
+log = logs.logger("tasks.worker")
 
 _connected = False
 
@@ -88,10 +88,37 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         print(f"celery worker not started: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
     _apply_time_limits(app, settings)
+    logs.use_json(settings.log_json)  # applied when Celery sets up the worker's logging
+    _warn_short_secret(settings)
     for warning in persistence_warnings(settings.redis_url):
         print(f"celery worker: warning: {warning}", file=sys.stderr, flush=True)
         log.warning(warning, extra={"event": "worker.persistence"})
+    if settings.pay_metrics_port:
+        _serve_metrics(app, settings.pay_metrics_port)
     log.info("serving queue %s", settings.queue, extra={"event": "worker.serving"})
+
+
+def _warn_short_secret(settings: Settings) -> None:
+    """Kraken's secrets decode to 64 bytes: a shorter one is likely cut or not Kraken's."""
+    warning = secret_warning(settings.credentials().secret_size)
+    if warning:
+        print(f"celery worker: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _serve_metrics(app: Celery, port: int) -> None:
+    from tasks.ledger import ledger_for
+
+    metrics.set_ledger_source(metrics.ledger_source(ledger_for(app)))
+    try:
+        metrics.serve(port)
+    except OSError as exc:
+        print(
+            f"celery worker not started: KRAKEN_PAY_METRICS_PORT: cannot listen on port "
+            f"{port}: {exc.strerror or exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(EX_CONFIG) from None
 
 
 def persistence_warnings(redis_url: str) -> list[str]:
@@ -126,12 +153,23 @@ def _close_runtime(**_: Any) -> None:
     runtime.shutdown()
 
 
+def _pool_process_exits(**_: Any) -> None:
+    runtime.shutdown()
+    metrics.process_exited()
+
+
+def _worker_stops(**_: Any) -> None:
+    runtime.shutdown()
+    metrics.stop_serving()
+
+
 def connect() -> None:
     """Connect the handlers (idempotent). They do nothing for workers of other queues."""
     global _connected
     if _connected:
         return
     signals.worker_init.connect(_on_worker_init, weak=False)
-    signals.worker_process_shutdown.connect(_close_runtime, weak=False)
-    signals.worker_shutdown.connect(_close_runtime, weak=False)
+    signals.worker_process_shutdown.connect(_pool_process_exits, weak=False)
+    signals.worker_shutdown.connect(_worker_stops, weak=False)
+    logs.connect()
     _connected = True

@@ -375,7 +375,8 @@ def test_check_passes_when_all_is_well_and_never_prints_the_secret(check, sim, r
         ["ok", "clock"],
     ]
     assert "KRAKEN_API_SECRET decodes to 64 bytes" in lines[0]
-    assert lines[-1] == "all is well"
+    assert "accepted" in lines[3]  # a signed call, answered "not found"
+    assert lines[-1] == "all is well" or lines[-1].startswith("works, ")  # warnings: no worker
     assert DEMO_API_SECRET not in result.output
 
 

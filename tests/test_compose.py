@@ -20,7 +20,7 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -72,12 +72,31 @@ class RecordingEnv(dict):
 # ----------------------------------------------------------------------------- the file
 
 
-def test_the_four_services_of_the_topology():
-    assert set(SERVICES) == {"redis", "simulator", "worker", "beat"}
+def test_the_five_services_of_the_topology():
+    assert set(SERVICES) == {"redis", "simulator", "worker", "beat", "flower"}
     assert SERVICES["redis"]["image"].startswith("redis:7")
 
 
-@pytest.mark.parametrize("name", ["redis", "simulator", "worker", "beat"])
+def test_flower_reads_the_broker_the_workers_use_and_they_send_it_events():
+    flower = SERVICES["flower"]
+    assert flower["image"].startswith("mher/flower:")
+    assert "--broker=redis://redis:6379/0" in flower["command"]
+    assert flower["command"][-2:] == ["flower", "--port=5555"]
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+    import celeryconfig
+
+    assert celeryconfig.worker_send_task_events is True
+    assert celeryconfig.task_send_sent_event is True
+
+
+def test_each_worker_replica_serves_its_metrics():
+    worker = SERVICES["worker"]
+    assert worker["environment"]["KRAKEN_PAY_METRICS_PORT"] == "9808"
+    assert worker["expose"] == ["9808"]
+
+
+@pytest.mark.parametrize("name", ["redis", "simulator", "worker", "beat", "flower"])
 def test_every_service_has_a_health_check(name):
     test = SERVICES[name]["healthcheck"]["test"]
     assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1
@@ -108,7 +127,7 @@ def commands() -> list[tuple[str, list[str]]]:
             found.append((name, service["command"]))
         test = service["healthcheck"]["test"]
         argv = shlex.split(test[1]) if test[0] == "CMD-SHELL" else test[1:]
-        if name != "redis":  # redis-cli comes with the redis image
+        if "build" in service:  # redis-cli and wget come with the redis and flower images
             found.append((name, argv))
     return found
 
@@ -139,7 +158,8 @@ def test_the_image_holds_what_pyproject_packages():
     dockerfile = (REPO / "Dockerfile").read_text()
     for path in ("pyproject.toml", "README.md", "celeryconfig.py", "kraken", "tasks"):
         assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.MULTILINE), path
-    assert "pip install ." in dockerfile
+    assert "pip install --no-deps ." in dockerfile
+    assert "pip install -r requirements/lock.txt" in dockerfile
 
 
 def test_the_secret_file_stays_out_of_the_image_and_out_of_git():
@@ -253,6 +273,7 @@ def sim_call(port: int, path: str, payload: dict[str, Any] | None = None) -> Any
 class Topology:
     redis_url: str
     sim_port: int
+    metrics_ports: list[int] = field(default_factory=list)
 
     def env(self, name: str) -> dict[str, str]:
         return service_env(name, self.redis_url, self.sim_port)
@@ -285,7 +306,11 @@ def topology(redis_url: str, tmp_path: Path) -> Iterator[Topology]:
     starts.append(("beat", local_argv(SERVICES["beat"]["command"], beat_file)))
     with contextlib.ExitStack() as stack:
         for n, (name, argv) in enumerate(starts):
-            stack.enter_context(process(argv, up.env(name), tmp_path / f"{n}-{name}.log"))
+            env = up.env(name)
+            if name == "worker":  # one host here: each replica on a port of its own
+                env["KRAKEN_PAY_METRICS_PORT"] = str(free_port())
+                up.metrics_ports.append(int(env["KRAKEN_PAY_METRICS_PORT"]))
+            stack.enter_context(process(argv, env, tmp_path / f"{n}-{name}.log"))
         yield up
     redis.Redis.from_url(url).flushdb()
 
@@ -316,3 +341,17 @@ def test_the_topology_comes_up_healthy_and_cancels_what_is_queued_or_scheduled(t
 
     wait_for(lambda: state(eids[4]) == "cancelled", 30, "the scheduled cancellation")
     assert topology.healthy("beat"), "nothing is overdue: beat dispatches"
+
+    from tasks import metrics
+
+    def cancelled_by_replicas() -> float:
+        return sum(
+            metrics.summed(
+                metrics.scrape(f"http://127.0.0.1:{port}/metrics"),
+                "kraken_pay_cancellations_total",
+                outcome="cancelled",
+            )
+            for port in topology.metrics_ports
+        )
+
+    assert wait_for(lambda: cancelled_by_replicas() == 5, 10, "the replicas' metrics")

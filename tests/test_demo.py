@@ -122,6 +122,13 @@ def test_the_demo_cancels_every_request_and_leaves_nothing_behind(redis_url):
     assert rows["failed"] == "0"
     assert rows["nonce rejections"] == "0"
     assert re.fullmatch(r"\d+ cancels/s", rows["throughput"])
+    # The same figures, read from the workers' /metrics.
+    assert "from /metrics of the 2 workers" in output
+    assert rows["  outcome=cancelled"] == "54"
+    assert rows["  outcome=not_cancellable"] == "6"
+    calls = rows["retried"].split(" of ")[1].split()[0]
+    assert rows["kraken_pay_kraken_calls_total"] == calls
+    assert rows["kraken_pay_nonce_rejections_total"] == "0"
     assert "cancelling   60/60 done, 0 failed" in output
     db = redis.Redis.from_url(redis_db(redis_url, claimed_database(output)))
     assert db.dbsize() == 0

@@ -60,6 +60,11 @@ class Credentials:
         return _signature(urlpath, nonce, body, self._key)
 
     @property
+    def secret_size(self) -> int:
+        """How many bytes the secret decodes to (64 for Kraken's keys); not a secret."""
+        return len(self._key)
+
+    @property
     def key_id(self) -> str:
         """A stable, non-secret name for this key, for Redis keys and logs."""
         return hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
