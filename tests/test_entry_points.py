@@ -58,7 +58,17 @@ def assert_one_clean_line(done: subprocess.CompletedProcess[str], status: int, n
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("KRAKEN_TIMEOUT", LEAKED), ("KRAKEN_BULK_CHUNK", "99999"), ("KRAKEN_API_URL", LEAKED)],
+    [
+        ("KRAKEN_TIMEOUT", LEAKED),
+        ("KRAKEN_TIMEOUT", "1e-320"),
+        ("KRAKEN_BULK_CHUNK", "99999"),
+        ("KRAKEN_API_URL", LEAKED),
+        ("KRAKEN_API_URL", "ftp://api.kraken.com"),
+        ("KRAKEN_API_KEY", "key\r\nX-Injected: 1"),
+        ("KRAKEN_RATE_PER_SECOND", "1e-300"),
+        ("KRAKEN_SCHEDULE_INTERVAL", "1e-9"),
+        ("KRAKEN_PAY_SWEEP", "shop_that_is_not_there.sweeps:abandoned"),
+    ],
 )
 def test_the_standalone_worker_refuses_in_one_line(name, value):
     done = run([CELERY, "-A", "tasks", "worker", "--pool", "solo"], **{name: value})
