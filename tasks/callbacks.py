@@ -1,0 +1,184 @@
+"""``handle_callback``: one verified Kraken Pay notification, acted on once, on a worker.
+
+The receivers (:mod:`tasks.contrib`) verify the token and queue ``callback.to_dict()``; this
+task de-duplicates on ``notification_id`` (Kraken's retries, the simulator's duplicates and a
+token signed again all share it), then calls, in order: the user's hook (``KRAKEN_CALLBACK_HOOK``),
+the Django signal ``payment_status_changed`` when :mod:`tasks.contrib.django` is loaded, and
+the library's own reaction (the ledger's, :func:`_ledger_reaction`).
+
+De-duplication is a Redis key under ``kraken:callback:`` per notification, claimed with an
+atomic ``SET NX`` by the task id. Only that task (its retries and a redelivery keep the id) may
+run the hooks while the claim stands; any other delivery is answered "duplicate". The key
+becomes "done" for :data:`DONE_TTL` only once every reaction succeeded: a hook that raises is
+retried (at most :data:`MAX_RETRIES` times), never skipped, and when the retries run out the
+claim is released, so a later delivery of the same notification runs the hooks again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis as redis_sync
+from celery import shared_task
+
+from kraken.pay.errors import ConfigurationError
+from kraken.pay.webhooks import InvalidCallback, PayCallback
+from tasks.base import KrakenPayTask, task_name
+
+__all__ = [
+    "DONE_TTL",
+    "KEY_PREFIX",
+    "MAX_RETRIES",
+    "handle_callback",
+    "load_hook",
+    "notification_key",
+]
+
+log = logging.getLogger("tasks.callbacks")
+
+KEY_PREFIX = "kraken:callback:"
+DONE_TTL = 4 * 86400  # seconds a handled notification is remembered (Kraken's tokens live 24 h)
+CLAIM_TTL = 3600  # seconds a claim outlives its task's last attempt (a lost task frees it)
+MAX_RETRIES = 8  # a hook that keeps raising is tried 9 times in all, then given up
+_DONE = "done"
+
+# KEYS: the key. ARGV: the claim. Deletes the key only while it still holds that claim.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+Hook = Callable[[PayCallback], Any]
+_clients: dict[tuple[int, str], redis_sync.Redis] = {}
+
+
+def notification_key(notification_id: str) -> str:
+    return f"{KEY_PREFIX}{notification_id}"
+
+
+def _redis(url: str) -> redis_sync.Redis:
+    """One client per process and URL (a forked pool process makes its own)."""
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = redis_sync.Redis.from_url(url, decode_responses=True)
+    return client
+
+
+def load_hook(target: str) -> Hook:
+    """Import the ``module:function`` that ``KRAKEN_CALLBACK_HOOK`` names (a worker of the
+    library's queue does so when it starts, so a typo stops it there)."""
+    module_name, _, function_name = target.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"KRAKEN_CALLBACK_HOOK: cannot load {target!r}: {type(exc).__name__}"
+        ) from None
+    if not callable(function):
+        raise ConfigurationError(f"KRAKEN_CALLBACK_HOOK: {target!r} is not callable")
+    return function
+
+
+def _claim(client: redis_sync.Redis, key: str, claim: str) -> str:
+    """``claim`` if this task may run the hooks, else what holds the key ("done" or a task)."""
+    for _ in range(3):  # the holder may release between our SET and our GET
+        if client.set(key, claim, nx=True, ex=CLAIM_TTL):
+            return claim
+        holder = client.get(key)
+        if holder == claim:  # our own retry, or our redelivery after a lost worker
+            client.expire(key, CLAIM_TTL)
+            return claim
+        if holder is not None:
+            return holder
+    return _DONE  # released and taken again under us: another task has it
+
+
+def _django_signal(callback: PayCallback) -> None:
+    """Send ``payment_status_changed`` if :mod:`tasks.contrib.django` was imported (its
+    receivers import it to connect); Django is never imported from here."""
+    module = sys.modules.get("tasks.contrib.django")
+    if module is not None:
+        module.send_payment_status_changed(callback)
+
+
+def _ledger_reaction(task: KrakenPayTask, callback: PayCallback) -> None:
+    """The ledger's reaction: does nothing yet, on purpose.
+
+    To be wired to tasks/ledger.py: ``cancelled``/``expired`` close the cancellation's entry
+    as confirmed by Kraken; ``success`` for a request being cancelled marks it "paid meanwhile".
+    It runs after the user's hook and before the notification is marked done, so it must be
+    idempotent for one ``notification_id`` (a retry after a failure runs it again).
+    """
+
+
+def _react(task: KrakenPayTask, callback: PayCallback) -> None:
+    target = task.settings.callback_hook
+    if target:
+        load_hook(target)(callback)
+    _django_signal(callback)
+    _ledger_reaction(task, callback)
+
+
+def _outcome(callback: PayCallback, handled: bool) -> dict[str, Any]:
+    log.info(
+        "handle_callback external_id=%s status=%s handled=%s",
+        callback.external_id,
+        callback.status,
+        str(handled).lower(),
+        extra={
+            "event": "handle_callback.outcome",
+            "external_id": callback.external_id,
+            "status": callback.status,
+            "notification_id": callback.notification_id,
+            "handled": handled,
+        },
+    )
+    return {
+        "external_id": callback.external_id,
+        "status": callback.status,
+        "notification_id": callback.notification_id,
+        "outcome": "handled" if handled else "duplicate",
+    }
+
+
+def _retry_delay(task: KrakenPayTask) -> float:
+    settings = task.settings
+    return min(settings.retry_max_delay, settings.retry_base_delay * 2**task.request.retries)
+
+
+@shared_task(
+    bind=True, base=KrakenPayTask, name=task_name("handle_callback"), max_retries=MAX_RETRIES
+)
+def handle_callback(self: KrakenPayTask, callback: Mapping[str, Any]) -> dict[str, Any]:
+    """React once to the notification ``callback`` (``PayCallback.to_dict()``); see the
+    module's docstring. The result says ``handled`` or ``duplicate``."""
+    try:
+        parsed = PayCallback.from_dict(callback)
+    except InvalidCallback as exc:  # not retried: the same argument would fail again
+        log.error("handle_callback refused: %s", exc, extra={"event": "handle_callback.refused"})
+        raise
+    client = _redis(self.settings.redis_url)
+    key, claim = notification_key(parsed.notification_id), f"task:{self.request.id}"
+    if _claim(client, key, claim) != claim:
+        return _outcome(parsed, handled=False)
+    try:
+        _react(self, parsed)
+    except Exception as exc:
+        if self.request.retries >= MAX_RETRIES:
+            client.eval(_RELEASE, 1, key, claim)  # given up: a later delivery may try again
+            log.error(
+                f"handle_callback failed: {type(exc).__name__} external_id=%s status=%s",
+                parsed.external_id,
+                parsed.status,
+                extra={"event": "handle_callback.failed", "error_class": type(exc).__name__},
+            )
+            raise
+        raise self.retry(exc=exc, countdown=_retry_delay(self)) from None
+    client.set(key, _DONE, ex=DONE_TTL)
+    return _outcome(parsed, handled=True)
