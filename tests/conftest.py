@@ -14,6 +14,9 @@ from tasks.settings import Settings, forget, override
 
 TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 
+# The example projects' fixtures (sim, project, env, worker), for the tests/test_host_*.py.
+pytest_plugins = ("host_support",)
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
