@@ -152,8 +152,14 @@ def _retry_delay(task: KrakenPayTask) -> float:
     return min(settings.retry_max_delay, settings.retry_base_delay * 2**task.request.retries)
 
 
+# No result is kept: the web process that queues it never waits (its outcome is logged), and
+# a result would make every publish subscribe to the result backend first.
 @shared_task(
-    bind=True, base=KrakenPayTask, name=task_name("handle_callback"), max_retries=MAX_RETRIES
+    bind=True,
+    base=KrakenPayTask,
+    name=task_name("handle_callback"),
+    max_retries=MAX_RETRIES,
+    ignore_result=True,
 )
 def handle_callback(self: KrakenPayTask, callback: Mapping[str, Any]) -> dict[str, Any]:
     """React once to the notification ``callback`` (``PayCallback.to_dict()``); see the

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from kraken.pay.webhooks import MAX_BODY_BYTES, PayCallback, PayCallbackVerifier, Reply, receive
+from tasks.base import task_name
 from tasks.settings import settings_for
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "answer",
     "not_queued",
     "publish",
+    "running_app",
     "too_large",
     "verifier",
 ]
@@ -44,12 +46,21 @@ def verifier(app: Any = None) -> PayCallbackVerifier:
         return found
 
 
-def publish(callback: PayCallback) -> None:
-    """Queue ``handle_callback`` on the running app; :class:`NotQueued` if the broker fails."""
-    from tasks.callbacks import handle_callback
+def running_app() -> Any:
+    """The Celery app current in this thread (the project's: Django's and Flask's set it)."""
+    from celery import current_app
 
+    return current_app._get_current_object()
+
+
+def publish(callback: PayCallback, app: Any = None) -> None:
+    """Queue ``handle_callback`` on ``app`` (default: the running one); :class:`NotQueued` if
+    the broker does not take it."""
+    import tasks.callbacks  # noqa: F401 - registers the task on every app
+
+    task = (app or running_app()).tasks[task_name("handle_callback")]
     try:
-        handle_callback.apply_async((callback.to_dict(),), retry=True, retry_policy=PUBLISH_RETRY)
+        task.apply_async((callback.to_dict(),), retry=True, retry_policy=PUBLISH_RETRY)
     except Exception as exc:  # kombu and redis raise many kinds; all mean "not queued"
         log.error(
             "kraken pay callback not queued: %s external_id=%s",
