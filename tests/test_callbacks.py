@@ -189,3 +189,36 @@ def test_the_jwks_url_setting_defaults_to_krakens_and_refuses_other_schemes():
         Settings.resolve({}, {"KRAKEN_JWKS_URL": "file:///etc/keys.json"})
     assert str(caught.value) == "KRAKEN_JWKS_URL: must be a URL whose scheme is https or http"
     assert "test_callbacks" in sys.modules  # the hook module is this one
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("hook", "rule"),
+    [
+        ("no_such_module_xyz:hook", "cannot load 'no_such_module_xyz:hook': ModuleNotFoundError"),
+        ("shop.payments.on_status", "must be 'module:function'"),
+    ],
+)
+def test_a_worker_with_a_hook_it_cannot_load_refuses_to_start_in_one_line(hook, rule):
+    from test_tasks_startup import refusal, start_worker
+
+    from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
+
+    completed = start_worker(
+        KRAKEN_API_KEY=DEMO_API_KEY, KRAKEN_API_SECRET=DEMO_API_SECRET, KRAKEN_CALLBACK_HOOK=hook
+    )
+    assert completed.returncode == 78
+    assert f"KRAKEN_CALLBACK_HOOK: {rule}" in refusal(completed)
+    assert "Traceback" not in completed.stderr
+
+
+def test_the_demo_reports_the_cancellations_kraken_confirmed_and_a_shortfall_is_a_problem():
+    from tasks.demo import Report, Tally
+
+    stats = {"faults_injected": {}, "requests": 10, "nonce_rejections": 0}
+    summary = {"by_state": {"cancelled": 10}}
+    full = Report(Tally(sent=10, seconds=1.0), stats, summary, confirmed=10)
+    assert ("confirmed by Kraken", "10 of 10 by webhook") in full.rows()
+    assert full.problems() == []
+    short = Report(Tally(sent=10, seconds=1.0), stats, summary, confirmed=7)
+    assert short.problems() == ["3 cancellation(s) not confirmed by Kraken"]

@@ -119,6 +119,7 @@ def test_the_demo_cancels_every_request_and_leaves_nothing_behind(redis_url):
     assert int(rows["  by cancel_request.delay()"]) + by_bulk == 54
     assert by_bulk > 0
     assert rows["not cancellable"] == "6"
+    assert rows["confirmed by Kraken"] == "54 of 54 by webhook"
     assert rows["failed"] == "0"
     assert rows["nonce rejections"] == "0"
     assert re.fullmatch(r"\d+ cancels/s", rows["throughput"])
