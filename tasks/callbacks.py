@@ -43,7 +43,7 @@ log = logging.getLogger("tasks.callbacks")
 
 KEY_PREFIX = "kraken:callback:"
 DONE_TTL = 4 * 86400  # seconds a handled notification is remembered (Kraken's tokens live 24 h)
-CLAIM_TTL = 3600  # seconds a claim outlives its task's last attempt (a lost task frees it)
+CLAIM_TTL = 3600  # seconds at least a claim outlives its task's last attempt (a lost task frees it)
 MAX_RETRIES = 8  # a hook that keeps raising is tried 9 times in all, then given up
 _DONE = "done"
 
@@ -85,14 +85,19 @@ def load_hook(target: str) -> Hook:
     return function
 
 
-def _claim(client: redis_sync.Redis, key: str, claim: str) -> str:
+def _claim_ttl(task: KrakenPayTask) -> int:
+    """Long enough to outlast the wait before the next retry, so no other delivery slips in."""
+    return int(max(CLAIM_TTL, 2 * task.settings.retry_max_delay + 600))
+
+
+def _claim(client: redis_sync.Redis, key: str, claim: str, ttl: int) -> str:
     """``claim`` if this task may run the hooks, else what holds the key ("done" or a task)."""
     for _ in range(3):  # the holder may release between our SET and our GET
-        if client.set(key, claim, nx=True, ex=CLAIM_TTL):
+        if client.set(key, claim, nx=True, ex=ttl):
             return claim
         holder = client.get(key)
         if holder == claim:  # our own retry, or our redelivery after a lost worker
-            client.expire(key, CLAIM_TTL)
+            client.expire(key, ttl)
             return claim
         if holder is not None:
             return holder
@@ -171,7 +176,7 @@ def handle_callback(self: KrakenPayTask, callback: Mapping[str, Any]) -> dict[st
         raise
     client = _redis(self.settings.redis_url)
     key, claim = notification_key(parsed.notification_id), f"task:{self.request.id}"
-    if _claim(client, key, claim) != claim:
+    if _claim(client, key, claim, _claim_ttl(self)) != claim:
         return _outcome(parsed, handled=False)
     try:
         _react(self, parsed)
