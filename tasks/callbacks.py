@@ -25,6 +25,8 @@ from typing import Any
 
 import redis as redis_sync
 from celery import shared_task
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from kraken.pay.errors import ConfigurationError
 from kraken.pay.webhooks import InvalidCallback, PayCallback
@@ -66,7 +68,13 @@ def _redis(url: str) -> redis_sync.Redis:
     key = (os.getpid(), url)
     client = _clients.get(key)
     if client is None:
-        client = _clients[key] = redis_sync.Redis.from_url(url, decode_responses=True)
+        # A short retry of its own: the task's retries are the long ones.
+        client = _clients[key] = redis_sync.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        )
     return client
 
 
@@ -170,13 +178,21 @@ def handle_callback(self: KrakenPayTask, callback: Mapping[str, Any]) -> dict[st
     """React once to the notification ``callback`` (``PayCallback.to_dict()``); see the
     module's docstring. The result says ``handled`` or ``duplicate``."""
     try:
+        if not isinstance(callback, Mapping):
+            raise InvalidCallback(
+                "bad_claim", "callback: must be an object (PayCallback.to_dict())"
+            )
         parsed = PayCallback.from_dict(callback)
     except InvalidCallback as exc:  # not retried: the same argument would fail again
         log.error("handle_callback refused: %s", exc, extra={"event": "handle_callback.refused"})
         raise
     client = _redis(self.settings.redis_url)
     key, claim = notification_key(parsed.notification_id), f"task:{self.request.id}"
-    if _claim(client, key, claim, _claim_ttl(self)) != claim:
+    try:
+        holder = _claim(client, key, claim, _claim_ttl(self))
+    except redis_sync.RedisError as exc:  # nothing ran yet: try again later
+        raise self.retry(exc=exc, countdown=_retry_delay(self)) from None
+    if holder != claim:
         return _outcome(parsed, handled=False)
     try:
         _react(self, parsed)

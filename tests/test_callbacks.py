@@ -222,3 +222,25 @@ def test_the_demo_reports_the_cancellations_kraken_confirmed_and_a_shortfall_is_
     assert full.problems() == []
     short = Report(Tally(sent=10, seconds=1.0), stats, summary, confirmed=7)
     assert short.problems() == ["3 cancellation(s) not confirmed by Kraken"]
+
+
+@pytest.mark.parametrize("argument", ["a string", None, ["a", "list"]])
+def test_an_argument_that_is_not_an_object_is_refused_in_one_line(settings, redis_sync, argument):
+    result = run(argument)
+    assert isinstance(result.result, ValueError)
+    assert str(result.result) == ("bad_claim: callback: must be an object (PayCallback.to_dict())")
+    assert redis_sync.dbsize() == 0
+
+
+def test_a_redis_that_does_not_answer_retries_before_any_hook_runs(kraken_settings):
+    kraken_settings(
+        redis_url="redis://127.0.0.1:1/0",  # nothing listens there
+        callback_hook="test_callbacks:record",
+        retry_base_delay=0.001,
+        retry_max_delay=0.001,
+    )
+    calls.clear()
+    result = run(callback())
+    assert result.failed()
+    assert "ConnectionError" in type(result.result).__name__
+    assert not calls
