@@ -125,10 +125,6 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     os.environ["KRAKEN_JWKS_URL"] = sim.jwks_url  # the receiver verifies with the simulator's
     _use_broker(env)
     stack.callback(release_results)
-    from tasks.standalone import standalone_app
-
-    sim.register_webhook(stack.enter_context(receiver(standalone_app())))
-    say(f"receiver     {sim.webhooks()[0]} (Kraken's notifications, to handle_callback)")
     nodes = [
         stack.enter_context(_worker(env, f"demo{n + 1}", options.concurrency, workdir))
         for n in range(options.workers)
@@ -137,6 +133,7 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     say(f"requests     {len(ids)} payment requests created, {options.paid} of them already paid")
     _wait_ready(nodes)
     say(f"workers      {len(nodes)} celery workers (prefork, {options.concurrency} processes each)")
+    _receive_notifications(stack, sim, say)
     sim.set_faults(fault_spec(options.fault_rate))
     kinds = ", ".join(FAULT_KINDS)
     say(f"faults       about {options.fault_rate:.0%} of Kraken calls fail: {kinds}")
@@ -156,6 +153,18 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
         say.tail_of_logs(nodes)
         return 1
     return 0
+
+
+def _receive_notifications(
+    stack: contextlib.ExitStack, sim: SimulatorThread, say: _Printer
+) -> None:
+    """The receiver in this process, registered with the simulator; on the way out the
+    simulator forgets it first, then it stops, before the workers do."""
+    from tasks.standalone import standalone_app
+
+    sim.register_webhook(stack.enter_context(receiver(standalone_app())))
+    stack.callback(sim.clear_webhooks)
+    say(f"receiver     {sim.webhooks()[0]} (Kraken's notifications, to handle_callback)")
 
 
 # ----------------------------------------------------------------------------- Redis

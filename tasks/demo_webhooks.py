@@ -92,5 +92,6 @@ def receiver(app: Any) -> Iterator[str]:
     try:
         yield box["url"]
     finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
+        with contextlib.suppress(RuntimeError):  # its loop already ended
+            box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(5)

@@ -168,7 +168,7 @@ def test_an_interrupted_demo_stops_every_process_it_started(redis_url, signum):
     demo.proc.send_signal(signum)
     code, output, stderr = demo.finish(timeout=30)
 
-    assert code == 130
+    assert code == 130, output + stderr
     assert stderr.strip() == "kraken-pay: interrupted"
     assert processes_with(workers_of(demo)) == []
     db = redis.Redis.from_url(redis_db(redis_url, claimed_database(output)))
