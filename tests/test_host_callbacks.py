@@ -171,3 +171,27 @@ def test_the_receiver_answers_garbage_400_and_a_large_body_413(project, env, sim
 
 def test_the_simulator_registered_the_receiver(sim: SimulatorThread, web):
     assert sim.webhooks() == [web]
+
+
+def test_a_payment_made_while_its_cancellation_is_queued_wins_and_runs_the_hook_once(
+    project, env, sim, worker, web
+):
+    """The customer pays while the cancellation waits on Kraken: Kraken refuses to cancel a
+    paid request, its ``success`` arrives twice, and the shop marks the order paid once."""
+    order = drive(project, env, "order")
+    eid = order["payment_external_id"]
+    delays = sim.stats()["faults_injected"]["delay"]
+    sim.set_faults({"delay": {"next": 1, "seconds": 1.5}, "webhook_duplicate": {"next": 1}})
+    try:
+        assert drive(project, env, "cancel", str(order["id"]))["http"] == 200
+        wait_for(lambda: sim.stats()["faults_injected"]["delay"] > delays, 30, "the cancel call")
+        sim.pay(eid, "bob")  # while the cancellation is held up at Kraken
+        outcome = f"external_id={eid} outcome=not_cancellable"
+        wait_for(lambda: outcome in worker.log(), 30, "the cancellation's outcome")
+        sim.wait_webhooks()
+    finally:
+        sim.clear_faults()
+    wait_for(lambda: handled_line(eid, "success", False) in worker.log(), 30, "the duplicate")
+    assert worker.log().count(handled_line(eid, "success", True)) == 1
+    assert events(project, env, eid) == {"events": [["success", "bob"]], "order_status": "paid"}
+    assert sim.request(eid)["state"] == "paid"
