@@ -8,6 +8,8 @@ the standalone one. So no host configuration can weaken them, each carries its o
 * sent to the library's queue (``kraken_pay`` unless the ``queue`` setting says otherwise),
   so a broker shared with the project's own tasks never mixes the two; ``task_routes`` and
   an explicit ``queue=`` still win;
+* a message of the wrong shape rejected and logged, not the end of the worker
+  (:mod:`tasks.strategy`);
 * time limits left out of the message: a worker applies its own, from its own settings
   (see :mod:`tasks.worker`), never what the sender's settings would have said.
 """
@@ -51,6 +53,8 @@ class KrakenPayTask(Task):
     # Results are the outcomes callers read and what a bulk chord joins on: kept even on an
     # app whose task_ignore_result is True (Flask's celery_init_app example sets it).
     ignore_result = False
+    # A malformed message is rejected and logged, never the end of the worker.
+    Strategy = "tasks.strategy:guarded"
     # No time limits in messages: the worker sets them on its own task objects.
     time_limit = None
     soft_time_limit = None

@@ -25,27 +25,21 @@ How it stays cheap at any size:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, chord, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.utils import uuid
 
-from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
-from kraken.pay.errors import (
-    AuthenticationError,
-    PayRequestError,
-    RateLimited,
-    TemporaryLockout,
-    TransientError,
-)
+from kraken.pay import InvalidExternalId, normalize_external_id
 from tasks import runtime
 from tasks.base import KrakenPayTask, broker_visibility_timeout, task_name
-from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
+from tasks.lanes import MAX_WINDOW, ChunkProgress, cancel_many, error_text
+from tasks.ledger import Entry, Ledger, ledger_for
+from tasks.outcomes import OUTCOMES
 from tasks.retry import VISIBILITY_MARGIN, RetryPolicy
 from tasks.settings import MAX_BULK_CHUNK, Settings
 
@@ -63,12 +57,8 @@ __all__ = [
 log = logging.getLogger("tasks.bulk")
 
 MAX_CHUNK = MAX_BULK_CHUNK  # ids in one message, whatever KRAKEN_BULK_CHUNK says
-QUICK_ATTEMPTS = 3  # calls for one id inside a chunk before it is handed to cancel_request
-QUICK_MAX_DELAY = 1.0  # seconds: the longest pause between those calls
-MAX_WINDOW = 60.0  # seconds a chunk starts calls before it continues in a retry of itself
 
 _VALUE_EXCERPT = 40  # characters of a bad id's repr kept in the summary
-_KEY_WIDE = (RateLimited, TemporaryLockout)  # errors about the key, not about one call
 
 
 # ---------------------------------------------------------------- summaries
@@ -98,10 +88,6 @@ def merge(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             total["outcomes"][outcome] = total["outcomes"].get(outcome, 0) + count
     total["invalid"].sort(key=lambda item: item["position"])
     return total
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {kraken_error(exc)}"
 
 
 # ---------------------------------------------------------------- the caller's side
@@ -155,10 +141,13 @@ def bulk_signature(
 ) -> chord:
     """The chord that cancels ``external_ids`` on ``app``: one ``cancel_chunk`` per chunk,
     then a summary."""
-    chunk_size = max(1, min(chunk_size, MAX_CHUNK))
+    return _chord(app, split(external_ids, max(1, min(chunk_size, MAX_CHUNK))), **options)
+
+
+def _chord(app: Celery, chunks: Iterable[tuple[list[str], dict]], **options: Any) -> chord:
     header = [
         app.signature(task_name("cancel_chunk"), (ids,), {"_summary": seed}, **options)
-        for ids, seed in split(external_ids, chunk_size)
+        for ids, seed in chunks
     ]
     body = app.signature(task_name("bulk_summary"), (), {}, **options)
     return chord(header, body, app=app)
@@ -176,8 +165,32 @@ class BulkCancelTask(KrakenPayTask):
         # The chunks and the summary (which a worker sends when the chord ends) go where
         # this call says, else to the library's queue.
         route = {"queue": options.pop("queue", None) or self.settings.queue}
-        signature = bulk_signature(self.app, external_ids, self.settings.bulk_chunk, **route)
-        return signature.apply_async(task_id=task_id, **options)
+        chunk_size = max(1, min(self.settings.bulk_chunk, MAX_CHUNK))
+        chunks = list(split(external_ids, chunk_size))
+        ledger = ledger_for(self.app)
+        for ids, _ in chunks:  # every id is recorded before anything is sent
+            if ids:
+                ledger.ask(ids, within=self.settings.ledger_grace)
+        signature = _chord(self.app, chunks, **route)
+        task_id = task_id or uuid()  # the summary's id, known even if the send fails
+        try:
+            return signature.apply_async(task_id=task_id, **options)
+        except Exception as exc:  # recorded: the relay sends them at its next run
+            _publish_failed(ledger, [eid for ids, _ in chunks for eid in ids], exc)
+            return self.AsyncResult(task_id)
+
+
+def _publish_failed(ledger: Ledger, ids: list[str], exc: BaseException) -> None:
+    log.warning(
+        "bulk_cancel not published, recorded for the relay count=%d error=%s",
+        len(ids),
+        type(exc).__name__,
+        extra={"event": "bulk_cancel.unpublished", "count": len(ids)},
+    )
+    try:
+        ledger.hold(ids, 0.0, state="queued")
+    except Exception as again:  # still open: each comes due after its grace anyway
+        log.warning("ledger unavailable: %s", type(again).__name__)
 
 
 @shared_task(bind=True, base=BulkCancelTask, name=task_name("bulk_cancel"))
@@ -207,115 +220,6 @@ def bulk_summary(chunk_summaries: list[dict[str, Any]]) -> dict[str, Any]:
         extra={"event": "bulk_cancel.summary", **summary["outcomes"]},
     )
     return summary
-
-
-# ---------------------------------------------------------------- one chunk, on the event loop
-
-
-@dataclass
-class ChunkProgress:
-    """What became of a chunk's ids; filled by the lanes on the event loop."""
-
-    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    failed: list[dict[str, str]] = field(default_factory=list)
-    handoffs: list[tuple[str, bool, float]] = field(default_factory=list)  # id, ambiguous, delay
-    carried: list[tuple[str, bool]] = field(default_factory=list)  # id, ambiguous
-    paused_until: float = 0.0  # loop time before which no lane calls Kraken
-    stopped: AuthenticationError | None = None  # the key is refused: no more calls
-
-    def carry(self, eid: str, ambiguous: bool) -> None:
-        self.carried.append((eid, ambiguous))
-
-
-async def cancel_many(
-    client: Any,
-    external_ids: Sequence[str],
-    *,
-    ambiguous: frozenset[str] = frozenset(),
-    concurrency: int = 8,
-    window: float = MAX_WINDOW,
-    policy: RetryPolicy | None = None,
-) -> ChunkProgress:
-    """Cancel ``external_ids`` with at most ``concurrency`` calls in flight.
-
-    Lanes stop starting calls after ``window`` seconds; what is left is ``carried``.
-    ``ambiguous`` names ids whose earlier attempt may already have cancelled them.
-    """
-    loop = asyncio.get_running_loop()
-    until = loop.time() + window
-    progress = ChunkProgress()
-    pending = iter(external_ids)
-    policy = policy or RetryPolicy()
-
-    async def lane() -> None:
-        for eid in pending:
-            if progress.stopped is not None:
-                progress.failed.append({"external_id": eid, "error": _error_text(progress.stopped)})
-            elif not await _wait_for_key(progress, until):
-                progress.carry(eid, eid in ambiguous)
-            else:
-                await _cancel_one(client, eid, eid in ambiguous, progress, until, policy)
-
-    lanes = max(1, min(concurrency, len(external_ids)))
-    await asyncio.gather(*(lane() for _ in range(lanes)))
-    return progress
-
-
-async def _wait_for_key(progress: ChunkProgress, until: float) -> bool:
-    """Sit out a key-wide pause; ``False`` when it lasts past the window."""
-    loop = asyncio.get_running_loop()
-    while progress.paused_until > loop.time():
-        if progress.paused_until >= until:
-            return False
-        await asyncio.sleep(progress.paused_until - loop.time())
-    return loop.time() < until
-
-
-async def _cancel_one(
-    client: Any,
-    eid: str,
-    ambiguous: bool,
-    progress: ChunkProgress,
-    until: float,
-    policy: RetryPolicy,
-) -> None:
-    loop = asyncio.get_running_loop()
-    attempt = 0
-    while True:
-        try:
-            await client.cancel_request(eid)
-        except PayRequestError as exc:
-            outcome = pay_outcome(exc, ambiguous)
-            if outcome is None:
-                progress.failed.append({"external_id": eid, "error": _error_text(exc)})
-            else:
-                progress.outcomes[outcome.outcome] += 1
-            return
-        except _KEY_WIDE as exc:  # the key must wait: every lane pauses, no attempt is spent
-            pause = exc.retry_after if isinstance(exc, RateLimited) else None
-            pause = pause if pause is not None else policy.delay(exc, 0)
-            progress.paused_until = max(progress.paused_until, loop.time() + pause)
-            if not await _wait_for_key(progress, until):
-                progress.carry(eid, ambiguous)
-                return
-        except TransientError as exc:
-            attempt += 1
-            ambiguous = ambiguous or exc.ambiguous
-            delay = min(QUICK_MAX_DELAY, policy.delay(exc, attempt - 1))
-            if attempt >= QUICK_ATTEMPTS or loop.time() + delay >= until:
-                progress.handoffs.append((eid, ambiguous, delay))
-                return
-            await asyncio.sleep(delay)
-        except AuthenticationError as exc:  # every later call would fail the same way
-            progress.stopped = progress.stopped or exc
-            progress.failed.append({"external_id": eid, "error": _error_text(exc)})
-            return
-        except KrakenError as exc:
-            progress.failed.append({"external_id": eid, "error": _error_text(exc)})
-            return
-        else:
-            progress.outcomes["cancelled"] += 1
-            return
 
 
 # ---------------------------------------------------------------- the chunk task
@@ -355,11 +259,12 @@ def _hand_off(
     """Give ids that still fail to ``cancel_request`` (on the same app), whose retries are
     durable."""
     cancel_request = task.task("cancel_request")
+    ledger = ledger_for(task.app)
     count = 0
-    now = time.time()
     for eid, ambiguous, delay in handoffs:
-        state = {"first_at": now, "ambiguous": ambiguous}
-        cancel_request.apply_async((eid,), {"_retry": state}, countdown=delay, **route)
+        # Its ambiguity goes through the ledger, which the cancel_request task reads.
+        ledger.hold([eid], delay + _hold(task.settings), ambiguous=ambiguous)
+        cancel_request.apply_async((eid,), countdown=delay, _kraken_pay_relayed=True, **route)
         count += 1
     return count
 
@@ -372,29 +277,39 @@ def _hand_off(
 )
 def cancel_chunk(
     self: KrakenPayTask,
-    external_ids: list[str],
+    external_ids: list[Any],
     _summary: dict[str, Any] | None = None,
-    _ambiguous: list[str] | None = None,
-    _first_at: float | None = None,
+    _ambiguous: Any = None,
+    _first_at: Any = None,
 ) -> dict[str, Any]:
-    """Cancel one chunk's ids (canonical already); return its part of the summary.
+    """Cancel one chunk's ids; return its part of the summary.
 
     ``_summary`` carries what the chunk knows so far (its invalid ids, then the outcomes of
-    earlier windows); ``_ambiguous`` the ids whose earlier attempt may have gone through.
+    earlier windows). Which ids an earlier attempt may have cancelled unseen, and when the
+    first attempt began, live in the ledger, not in the message (``_ambiguous`` and
+    ``_first_at``, which older messages carried, are ignored). An id that is not valid is
+    reported as failed for itself alone.
     """
     settings = self.settings
     policy = RetryPolicy.from_settings(settings)
+    ids, bad = _valid(external_ids)
     count = len(external_ids)
     summary = merge([_summary or {**empty_summary(), "total": count, "accepted": count}])
-    first_at = _first_at or time.time()
-    if (self.request.delivery_info or {}).get("redelivered"):
-        ambiguous = frozenset(external_ids)  # our earlier run may have sent any of them
-    else:
-        ambiguous = frozenset(_ambiguous or ())
+    summary["failed"].extend(bad)
     window = chunk_window(settings, broker_visibility_timeout(self.app))
+    ledger = ledger_for(self.app)
+    begun = _begin(ledger, ids, window + _hold(settings))
+    known = {eid: record for eid, record in begun.items() if isinstance(record, dict)}
+    for record in known.values():  # answered before: counted, not called again
+        outcome = record.get("outcome")
+        summary["outcomes"][outcome] = summary["outcomes"].get(outcome, 0) + 1
+    entries = [entry for entry in begun.values() if isinstance(entry, Entry)]
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    ambiguous = frozenset(e.external_id for e in entries if e.ambiguous or redelivered)
+    first_at = min((e.first_at for e in entries if e.first_at), default=time.time())
     work = cancel_many(
         runtime.client(settings),
-        external_ids,
+        [e.external_id for e in entries],
         ambiguous=ambiguous,
         concurrency=settings.bulk_concurrency,
         window=window,
@@ -405,14 +320,12 @@ def cancel_chunk(
     except (TimeoutError, SoftTimeLimitExceeded):
         # Results of this window are lost with the coroutine: run it all again, and read
         # "already cancelled" as our own work.
-        raise self.retry(
-            args=(external_ids,),
-            kwargs={"_summary": _summary, "_ambiguous": external_ids, "_first_at": first_at},
-            countdown=0,
-        ) from None
+        ledger.hold([e.external_id for e in entries], window + _hold(settings), ambiguous=True)
+        _retry_or_requeue(self, ids, {"_summary": _summary}, 0.0)
 
     summary = merge([summary, {**empty_summary(), "outcomes": progress.outcomes}])
     summary["failed"].extend(progress.failed)
+    _settle(ledger, progress, attempts=max((e.attempts for e in entries), default=1))
     route = route_of(self.request)
     handoffs = list(progress.handoffs)
     carried = progress.carried
@@ -429,13 +342,57 @@ def cancel_chunk(
             countdown,
             extra={"event": "cancel_chunk.continue", "ids_left": len(carried)},
         )
-        raise self.retry(
-            args=([eid for eid, _ in carried],),
-            kwargs={
-                "_summary": summary,
-                "_ambiguous": [eid for eid, amb in carried if amb],
-                "_first_at": first_at,
-            },
-            countdown=countdown,
-        )
+        for eid, amb in carried:
+            ledger.hold([eid], countdown + window + _hold(settings), ambiguous=amb or None)
+        left = [eid for eid, _ in carried]
+        _retry_or_requeue(self, left, {"_summary": summary}, countdown)
     return summary
+
+
+def _valid(external_ids: Sequence[Any]) -> tuple[list[str], list[dict[str, str]]]:
+    ids: list[str] = []
+    bad: list[dict[str, str]] = []
+    for value in external_ids:
+        try:
+            ids.append(normalize_external_id(value))
+        except InvalidExternalId as exc:
+            bad.append({"external_id": repr(value)[:_VALUE_EXCERPT], "error": error_text(exc)})
+    return ids, bad
+
+
+def _hold(settings: Settings) -> float:
+    """Seconds past a chunk's window by which the ledger should have its news."""
+    _, hard = settings.task_time_limits()
+    return hard + settings.ledger_grace
+
+
+def _begin(ledger: Ledger, ids: list[str], hold: float) -> dict[str, Entry | dict]:
+    try:
+        return ledger.begin(ids, hold) if ids else {}
+    except Exception as exc:  # no ledger: go on; nothing here depends on it to be correct
+        log.warning("ledger unavailable: %s", type(exc).__name__)
+        return {eid: Entry(eid, "running") for eid in ids}
+
+
+def _settle(ledger: Ledger, progress: ChunkProgress, attempts: int) -> None:
+    """Close the ids Kraken answered, and those that failed for good."""
+    records = [(eid, {**answer, "attempts": attempts}) for eid, answer in progress.finished]
+    records += [
+        (item["external_id"], {"outcome": "failed", "error": item["error"], "attempts": attempts})
+        for item in progress.failed
+    ]
+    try:
+        ledger.close(records)
+    except Exception as exc:  # still open: the relay sends them again, harmlessly
+        log.warning("ledger unavailable, outcomes not recorded: %s", type(exc).__name__)
+
+
+def _retry_or_requeue(task: KrakenPayTask, ids: list[str], kwargs: dict, countdown: float):
+    """Continue in a retry; if it cannot be published, leave the message to be delivered
+    again instead of dropping it (the ledger has every id anyway)."""
+    try:
+        raise task.retry(args=(ids,), kwargs=kwargs, countdown=countdown)
+    except Reject as rejected:
+        raise Reject(rejected.reason, requeue=True) from None
+    except SoftTimeLimitExceeded:
+        raise Reject("soft time limit during the retry", requeue=True) from None

@@ -6,7 +6,7 @@ token signed again all share it), then calls, in order: the user's hook (``KRAKE
 the Django signal ``payment_status_changed`` when :mod:`tasks.contrib.django` is loaded, and
 the library's own reaction (the ledger's, :func:`_ledger_reaction`).
 
-De-duplication is a Redis key under ``kraken:callback:`` per notification, claimed with an
+De-duplication is a Redis key, ``<redis_prefix>:callback:<notification_id>``, claimed with an
 atomic ``SET NX`` by the task id. Only that task (its retries and a redelivery keep the id) may
 run the hooks while the claim stands; any other delivery is answered "duplicate". The key
 becomes "done" for :data:`DONE_TTL` only once every reaction succeeded: a hook that raises is
@@ -34,7 +34,6 @@ from tasks.base import KrakenPayTask, task_name
 
 __all__ = [
     "DONE_TTL",
-    "KEY_PREFIX",
     "MAX_RETRIES",
     "handle_callback",
     "load_hook",
@@ -43,7 +42,6 @@ __all__ = [
 
 log = logging.getLogger("tasks.callbacks")
 
-KEY_PREFIX = "kraken:callback:"
 DONE_TTL = 4 * 86400  # seconds a handled notification is remembered (Kraken's tokens live 24 h)
 CLAIM_TTL = 3600  # seconds at least a claim outlives its task's last attempt (a lost task frees it)
 MAX_RETRIES = 8  # a hook that keeps raising is tried 9 times in all, then given up
@@ -59,8 +57,9 @@ Hook = Callable[[PayCallback], Any]
 _clients: dict[tuple[int, str], redis_sync.Redis] = {}
 
 
-def notification_key(notification_id: str) -> str:
-    return f"{KEY_PREFIX}{notification_id}"
+def notification_key(prefix: str, notification_id: str) -> str:
+    """The notification's de-duplication key, under the ``redis_prefix`` setting."""
+    return f"{prefix}:callback:{notification_id}"
 
 
 def _redis(url: str) -> redis_sync.Redis:
@@ -187,7 +186,8 @@ def handle_callback(self: KrakenPayTask, callback: Mapping[str, Any]) -> dict[st
         log.error("handle_callback refused: %s", exc, extra={"event": "handle_callback.refused"})
         raise
     client = _redis(self.settings.redis_url)
-    key, claim = notification_key(parsed.notification_id), f"task:{self.request.id}"
+    key = notification_key(self.settings.redis_prefix, parsed.notification_id)
+    claim = f"task:{self.request.id}"
     try:
         holder = _claim(client, key, claim, _claim_ttl(self))
     except redis_sync.RedisError as exc:  # nothing ran yet: try again later

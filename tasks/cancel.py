@@ -16,18 +16,22 @@ error in the record's fields.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import redis
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.utils import uuid
 
 from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
 from kraken.pay.errors import PayRequestError, TransportError
 from tasks import runtime
 from tasks.base import KrakenPayTask, task_name
+from tasks.ledger import Entry, Ledger, ledger_for
 from tasks.outcomes import OUTCOMES, kraken_error, pay_outcome
 from tasks.retry import RetriesExhausted, RetryPolicy, is_transient
 
@@ -52,13 +56,41 @@ def _canonical_arguments(
 
 
 class CancelRequestTask(KrakenPayTask):
-    """Validates the external id when the task is queued: a bad id raises
-    :class:`kraken.InvalidExternalId` from ``delay``/``apply_async`` and nothing is sent, and
-    the message carries the canonical id (a UUID becomes its base64 form)."""
+    """Records the cancellation in the ledger, then sends it.
 
-    def apply_async(self, args=None, kwargs=None, *a: Any, **options: Any):  # type: ignore[override]
+    The external id is validated first: a bad id raises :class:`kraken.pay.InvalidExternalId`
+    from ``delay``/``apply_async`` and nothing is recorded or sent; the message carries the
+    canonical id (a UUID becomes its base64 form). ``delay`` returns once the cancellation is
+    recorded: if Redis does not take it, :class:`tasks.ledger.NotRecorded` is raised and
+    nothing is sent; a publish that fails after that is logged, not raised, and beat's relay
+    sends it (with the same task id, so the returned result still gets its answer).
+    """
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, **options: Any):  # type: ignore[override]
         args, kwargs = _canonical_arguments(args, kwargs)
-        return super().apply_async(args, kwargs, *a, **options)
+        relayed = options.pop("_kraken_pay_relayed", False)
+        if options.get("retries") or relayed:  # a retry or a re-send: its entry is kept
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        eid = args[0] if args else kwargs["external_id"]
+        task_id = task_id or uuid()
+        ledger = ledger_for(self.app)
+        ledger.ask([eid], within=self.settings.ledger_grace, task_id=task_id)
+        try:
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        except Exception as exc:  # recorded: the relay sends it at its next run
+            _publish_failed(ledger, eid, task_id, exc)
+            return self.AsyncResult(task_id)
+
+
+def _publish_failed(ledger: Ledger, eid: str, task_id: str, exc: BaseException) -> None:
+    log.warning(
+        "cancel_request not published, recorded for the relay external_id=%s error=%s",
+        eid,
+        type(exc).__name__,
+        extra={"event": "cancel_request.unpublished", "external_id": eid, "task_id": task_id},
+    )
+    with contextlib.suppress(redis.RedisError):
+        ledger.hold([eid], 0.0, state="queued")
 
 
 def _log_attempt(eid: str, attempt: int, error: BaseException | None, delay: float | None) -> None:
@@ -142,27 +174,29 @@ def _fail(eid: str, attempt: int, exc: BaseException, why: str) -> None:
     name=task_name("cancel_request"),
     max_retries=None,  # tasks/retry.py decides, not Celery's counter
 )
-def cancel_request(
-    self: CancelRequestTask, external_id: Any, _retry: dict[str, Any] | None = None
-) -> dict:
+def cancel_request(self: CancelRequestTask, external_id: Any, _retry: Any = None) -> dict:
     """Cancel the Kraken Pay payment request ``external_id``; see the module's docstring.
 
-    ``_retry`` is the task's own state across retries (JSON): when the first attempt began,
-    and whether an earlier attempt may have reached Kraken without our seeing the answer.
+    The task's state across retries (when the first attempt began, whether an earlier one may
+    have reached Kraken unseen) lives in the ledger, never in the message: ``_retry``, which
+    older messages carried, is ignored, so a forged one cannot turn an answer into another.
     """
-    attempt = self.request.retries + 1
-    state = dict(_retry or {})
-    first_at = float(state.get("first_at") or time.time())
-    # A redelivered message (its worker died) may have sent its request already.
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    ambiguous_before = bool(state.get("ambiguous")) or redelivered
     try:
         eid = normalize_external_id(external_id)
     except InvalidExternalId as exc:
-        _fail(str(external_id)[:40], attempt, exc, "invalid_argument")
+        _fail(str(external_id)[:40], self.request.retries + 1, exc, "invalid_argument")
         raise
 
     settings = self.settings
+    ledger = ledger_for(self.app)
+    begun = _begin(ledger, eid, self.request.id, _hold(settings, 0.0))
+    if isinstance(begun, dict):  # closed already: a repeated message, or a re-send
+        return _known(eid, begun)
+    attempt = max(begun.attempts, self.request.retries + 1)
+    first_at = begun.first_at or time.time()
+    # A redelivered message (its worker died) may have sent its request already.
+    ambiguous_before = begun.ambiguous or redelivered
     try:
         call = runtime.client(settings).cancel_request(eid)
         result = runtime.run(call, settings.attempt_timeout)
@@ -170,14 +204,19 @@ def cancel_request(
         outcome = pay_outcome(exc, ambiguous_before)
         if outcome is None:
             _fail(eid, attempt, exc, "terminal")
+            _close(ledger, eid, _failure(exc, attempt, "terminal"))
             raise
         _log_attempt(eid, attempt, None, None)
-        return _result(
+        return _close(
+            ledger,
             eid,
-            outcome.outcome,
-            attempt,
-            error=exc.to_dict(),
-            confirmed_on_retry=outcome.confirmed_on_retry,
+            _result(
+                eid,
+                outcome.outcome,
+                attempt,
+                error=exc.to_dict(),
+                confirmed_on_retry=outcome.confirmed_on_retry,
+            ),
         )
     except (KrakenError, TimeoutError, SoftTimeLimitExceeded) as caught:
         exc: BaseException = caught
@@ -185,20 +224,90 @@ def cancel_request(
             exc = TransportError(f"attempt interrupted: {type(caught).__name__}", ambiguous=True)
         countdown = RetryPolicy.from_settings(settings).decide(exc, attempt, time.time() - first_at)
         if countdown is None:
-            if not is_transient(exc):
-                _fail(eid, attempt, exc, "terminal")
+            reason = "retries_exhausted" if is_transient(exc) else "terminal"
+            _fail(eid, attempt, exc, reason)
+            _close(ledger, eid, _failure(exc, attempt, reason))
+            if reason == "terminal":
                 raise exc from None
-            _fail(eid, attempt, exc, "retries_exhausted")
             last = exc.to_dict() if isinstance(exc, KrakenError) else {}
             raise RetriesExhausted(eid, attempt, last) from None
         _log_attempt(eid, attempt, exc, countdown)
-        state = {
-            "first_at": first_at,
-            "ambiguous": ambiguous_before or bool(getattr(exc, "ambiguous", False)),
-        }
-        raise self.retry(
-            args=(eid,), kwargs={"_retry": state}, exc=exc, countdown=countdown
-        ) from None
+        ambiguous = ambiguous_before or bool(getattr(exc, "ambiguous", False))
+        _hold_for_retry(ledger, eid, _hold(settings, countdown), ambiguous, type(exc).__name__)
+        _retry_or_requeue(self, eid, exc, countdown)
 
     _log_attempt(eid, attempt, None, None)
-    return _result(eid, "cancelled", attempt, result=result)
+    return _close(ledger, eid, _result(eid, "cancelled", attempt, result=result))
+
+
+def _hold(settings: Any, countdown: float) -> float:
+    """Seconds until the ledger should have news of an attempt that starts ``countdown``
+    from now: the attempt's own limit and a margin (past it, the relay sends it again)."""
+    _, hard = settings.task_time_limits()
+    return countdown + hard + settings.ledger_grace
+
+
+def _begin(ledger: Ledger, eid: str, task_id: str | None, hold: float) -> Entry | dict:
+    try:
+        return ledger.begin([eid], hold, task_id)[eid]
+    except redis.RedisError as exc:  # no ledger: go on; the relay cannot help this one
+        log.warning(
+            "ledger unavailable, attempt not recorded external_id=%s error=%s",
+            eid,
+            type(exc).__name__,
+            extra={"event": "ledger.unavailable", "external_id": eid},
+        )
+        return Entry(eid, "running")
+
+
+def _hold_for_retry(ledger: Ledger, eid: str, hold: float, ambiguous: bool, error: str) -> None:
+    with contextlib.suppress(redis.RedisError):  # the retry message carries on regardless
+        ledger.hold([eid], hold, state="waiting", ambiguous=ambiguous, last_error=error)
+
+
+def _retry_or_requeue(task: CancelRequestTask, eid: str, exc: BaseException, countdown: float):
+    """Retry later; if the retry cannot be published (the broker is down, or a time limit
+    lands mid-publish) leave the message to be delivered again instead of dropping it."""
+    try:
+        raise task.retry(args=(eid,), kwargs={}, exc=exc, countdown=countdown)
+    except Reject as rejected:
+        raise Reject(rejected.reason, requeue=True) from None
+    except SoftTimeLimitExceeded:
+        raise Reject("soft time limit during the retry", requeue=True) from None
+
+
+def _close(ledger: Ledger, eid: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Kraken's final answer (or a failure for good): the entry closes. ``record`` is
+    returned, the task's result."""
+    try:
+        ledger.close([(eid, record)])
+    except redis.RedisError as exc:  # still open: the relay sends it again, harmlessly
+        log.warning(
+            "ledger unavailable, outcome not recorded external_id=%s error=%s",
+            eid,
+            type(exc).__name__,
+            extra={"event": "ledger.unavailable", "external_id": eid},
+        )
+    return record
+
+
+def _failure(exc: BaseException, attempt: int, reason: str) -> dict[str, Any]:
+    return {
+        "outcome": "failed",
+        "reason": reason,
+        "error_class": type(exc).__name__,
+        "kraken_error": kraken_error(exc),
+        "attempts": attempt,
+    }
+
+
+def _known(eid: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The answer of a cancellation the ledger already closed; Kraken is not called again."""
+    log.info(
+        "cancel_request already answered external_id=%s outcome=%s",
+        eid,
+        record.get("outcome"),
+        extra={"event": "cancel_request.known", "external_id": eid},
+    )
+    keys = ("external_id", "outcome", "attempts", "confirmed_on_retry", "result", "error")
+    return {key: record.get(key) for key in keys} | {"external_id": eid}

@@ -35,6 +35,7 @@ MAX_BULK_CHUNK = 5000  # ids in one broker message, whatever bulk_chunk says
 
 _MAX_TEXT = 2048  # characters any one value may have
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SWEEP_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no space, no CR/LF
 
@@ -142,6 +143,12 @@ def _queue(raw: Any) -> str:
     return raw
 
 
+def _prefix(raw: Any) -> str:
+    if not isinstance(raw, str) or not _KEY_PREFIX.fullmatch(raw):
+        raise _Refused("must be a Redis key prefix of letters, digits and _.:- (at most 64)")
+    return raw
+
+
 def _rate(raw: Any) -> float | None:
     if str(raw).lower() in ("off", "0", "0.0", "false"):
         return None
@@ -165,6 +172,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("api_secret", "KRAKEN_API_SECRET", _text, ""),
     Spec("api_url", "KRAKEN_API_URL", _url(("https", "http")), DEFAULT_BASE_URL),
     Spec("redis_url", "REDIS_URL", _url(("redis", "rediss", "unix")), DEFAULT_REDIS_URL),
+    Spec("redis_prefix", "KRAKEN_REDIS_PREFIX", _prefix, "kraken"),
+    Spec("ledger_grace", "KRAKEN_LEDGER_GRACE", _number(5.0, 3600.0), 120.0),
     Spec("queue", "KRAKEN_QUEUE", _queue, DEFAULT_QUEUE),
     Spec("ordering", "KRAKEN_ORDERING", _choice("serial", "window"), "serial"),
     Spec("timeout", "KRAKEN_TIMEOUT", _number(0.1, 300.0), 10.0),

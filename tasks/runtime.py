@@ -39,7 +39,7 @@ async def build_client(settings: Settings) -> KrakenPayClient:
     key."""
     credentials = settings.credentials()
     shared = redis.asyncio.Redis.from_url(settings.redis_url)
-    nonce = RedisNonce(shared, credentials.key_id)
+    nonce = RedisNonce(shared, credentials.key_id, prefix=settings.redis_prefix)
     budget = None
     if settings.rate_per_second:
         budget = RateBudget(
@@ -49,6 +49,7 @@ async def build_client(settings: Settings) -> KrakenPayClient:
             per_second=settings.rate_per_second,
             max_wait=settings.rate_max_wait,
             max_pause=settings.max_retry_after,
+            prefix=settings.redis_prefix,
         )
     return KrakenPayClient(
         credentials,

@@ -1,26 +1,27 @@
-"""Scheduled cancellations, kept durably in Redis and dispatched in bulk by a beat task.
+"""Scheduled cancellations, and beat's relay that sends whatever the ledger says is due.
 
-``schedule_cancel(eid, at=...)`` or ``schedule_cancel(eid, in_=...)`` puts the id in one
-sorted set, scored by its due time; scheduling it again moves it, ``unschedule_cancel(eid)``
-removes it. Both are plain functions that a web process can call: they need only the
-``redis_url`` setting (of Celery's current app, or of ``app=``). Nothing is a Celery ETA
-task: those sit in worker memory, and the Redis broker delivers them twice once its
-visibility timeout runs out.
+``schedule_cancel(eid, at=...)`` or ``schedule_cancel(eid, in_=...)`` records the cancellation
+in the ledger (:mod:`tasks.ledger`) as scheduled, its deadline the due time; scheduling it
+again moves it, ``unschedule_cancel(eid)`` forgets it while it is still only scheduled, and
+``cancel_request.delay(eid)`` supersedes it. These are plain functions a web process can call:
+they need only the ``redis_url`` setting (of Celery's current app, or of ``app=``). Nothing is
+a Celery ETA task: those sit in worker memory, and the Redis broker delivers them twice once
+its visibility timeout runs out.
 
 Every ``KRAKEN_SCHEDULE_INTERVAL`` seconds, beat sends ``dispatch_due`` (the entries of
-:func:`tasks.beat_schedule`, which a project merges into its own beat schedule). One Lua script
-claims the due ids atomically, moving them to a second sorted set scored by a lease's end;
-the task sends them to ``bulk_cancel`` and only then drops them from that set. A worker
-that dies in between leaves the lease to expire, and a later run sends the ids again: an id
-may be cancelled twice (the second answer, "already cancelled", is harmless), never lost.
-Two beats by mistake send twice as many ``dispatch_due``; the atomic claim still hands each
-id to one of them. Due times are compared with Redis's own ``TIME``: one clock for all hosts.
+:func:`tasks.beat_schedule`, which a project merges into its own beat schedule): the relay. It
+claims, atomically and with a lease, every ledger entry whose deadline passed: scheduled ones
+now due, and open ones that no worker has news of (a message lost in the web process, the
+broker or a worker). Those with a task id are sent again as that ``cancel_request`` (the same
+task id, so a caller waiting on it gets its answer); the rest go as one ``bulk_cancel`` per
+batch. A relay that dies before sending leaves the lease to run out, and a later run sends
+them: an id may be cancelled twice (the second answer, "already cancelled", is harmless),
+never lost. Two beats by mistake claim each id once. Times are Redis's own: one clock for all.
 
 ``KRAKEN_PAY_SWEEP=module:function`` (``pay_sweep`` in the app's ``kraken_pay`` dict) names a
 function of yours that returns ids to cancel (unpaid orders older than 30 minutes, say); beat
-calls it every
-``KRAKEN_PAY_SWEEP_INTERVAL`` seconds through ``sweep`` and bulk-cancels what it returns.
-With Django (``DJANGO_SETTINGS_MODULE=shop.settings`` and
+calls it every ``KRAKEN_PAY_SWEEP_INTERVAL`` seconds through ``sweep`` and bulk-cancels what
+it returns. With Django (``DJANGO_SETTINGS_MODULE=shop.settings`` and
 ``KRAKEN_PAY_SWEEP=shop.sweeps:abandoned_orders`` for the workers)::
 
     # shop/sweeps.py
@@ -49,8 +50,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -61,16 +60,17 @@ from celery import shared_task
 from kraken.pay import normalize_external_id
 from kraken.pay.errors import ConfigurationError
 from tasks.base import KrakenPayTask, task_name
-from tasks.bulk import route_of
+from tasks.bulk import bulk_signature, route_of
+from tasks.ledger import Entry, Ledger, ledger_for
 from tasks.settings import settings_for
 
 __all__ = [
-    "DISPATCHING_KEY",
-    "SCHEDULE_KEY",
-    "claim_due",
+    "DISPATCH_BATCH",
+    "MAX_AHEAD",
     "dispatch_due",
     "load_sweep",
-    "release",
+    "register_relay",
+    "relay",
     "schedule_cancel",
     "scheduled",
     "sweep",
@@ -79,67 +79,13 @@ __all__ = [
 
 log = logging.getLogger("tasks.schedule")
 
-SCHEDULE_KEY = "kraken:scheduled"  # id -> due time (unix seconds)
-DISPATCHING_KEY = "kraken:scheduled:dispatching"  # id -> end of the claim's lease
-LEASE = 60.0  # seconds a claim may take to reach the broker before another run takes it over
-DISPATCH_BATCH = 10_000  # ids per claim, and per bulk_cancel
-
-# Times travel as decimal strings with microseconds: Lua would print a float with 14
-# significant digits, which rounds a unix time to a tenth of a millisecond.
-
-# KEYS: scheduled, dispatching. ARGV: id, "at" or "in", seconds. Returns the due time.
-_SCHEDULE = """
-local due = tonumber(ARGV[3])
-if ARGV[2] == 'in' then
-  local t = redis.call('TIME')
-  due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + due
-end
-local score = string.format('%.6f', due)
-redis.call('ZADD', KEYS[1], score, ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return score
-"""
-
-# KEYS: scheduled, dispatching. ARGV: id. Returns 1 if the id was waiting, else 0.
-_UNSCHEDULE = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('ZREM', KEYS[1], ARGV[1])
-"""
-
-# KEYS: scheduled, dispatching. ARGV: lease seconds, limit. Claims expired leases first
-# (their dispatcher died), then due ids; every claimed id gets a fresh lease.
-_CLAIM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local now_s = string.format('%.6f', now)
-local lease_end = string.format('%.6f', now + tonumber(ARGV[1]))
-local limit = tonumber(ARGV[2])
-local claimed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_s, 'LIMIT', 0, limit)
-if #claimed < limit then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_s, 'LIMIT', 0, limit - #claimed)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', KEYS[1], id)
-    claimed[#claimed + 1] = id
-  end
-end
-for _, id in ipairs(claimed) do
-  redis.call('ZADD', KEYS[2], lease_end, id)
-end
-return claimed
-"""
-
-_clients: dict[tuple[int, str], redis_sync.Redis] = {}
-_clients_lock = threading.Lock()
+DISPATCH_BATCH = 10_000  # entries per claim, and ids per bulk_cancel
 
 
-def _default_redis(app: Any = None) -> redis_sync.Redis:
-    """One client per process for the app's ``redis_url`` (a forked child makes its own)."""
-    key = (os.getpid(), settings_for(app).redis_url)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = redis_sync.Redis.from_url(key[1])
-        return client
+def _ledger(redis: redis_sync.Redis | None, app: Any) -> Ledger:
+    if redis is None:
+        return ledger_for(app)
+    return Ledger(redis, settings_for(app).redis_prefix)
 
 
 # The furthest ahead a cancellation may be due: a later time is a mistake (a unit, a year),
@@ -195,81 +141,98 @@ def schedule_cancel(
 ) -> datetime:
     """Cancel ``external_id`` at ``at`` (timezone-aware) or ``in_`` from now; return when.
 
-    Scheduling an id again moves it. The id is validated now (``InvalidExternalId``), and
-    ``in_`` counts from Redis's clock, the one the dispatcher reads.
+    Scheduling an id again moves it. The id and the time are validated before anything is
+    stored (``InvalidExternalId``, ``ValueError``), and ``in_`` counts from Redis's clock, the
+    one the relay reads. Raises :class:`tasks.ledger.NotRecorded` if Redis does not take it.
     """
     eid = normalize_external_id(external_id)
     mode, seconds = _due_argument(at, in_)
-    client = redis or _default_redis(app)
-    score = client.register_script(_SCHEDULE)(
-        keys=[SCHEDULE_KEY, DISPATCHING_KEY], args=[eid, mode, repr(seconds)]
-    )
-    return _as_datetime(score)
+    when = {"at": seconds} if mode == "at" else {"within": seconds}
+    return _as_datetime(_ledger(redis, app).ask([eid], scheduled=True, **when))
 
 
 def unschedule_cancel(
     external_id: Any, *, redis: redis_sync.Redis | None = None, app: Any = None
 ) -> bool:
-    """Forget the scheduled cancellation of ``external_id``; ``False`` if none was waiting.
-
-    A dispatch already under way may still cancel it.
-    """
-    eid = normalize_external_id(external_id)
-    client = redis or _default_redis(app)
-    script = client.register_script(_UNSCHEDULE)
-    return bool(script(keys=[SCHEDULE_KEY, DISPATCHING_KEY], args=[eid]))
+    """Forget the scheduled cancellation of ``external_id``; ``False`` if none was waiting
+    (never scheduled, already due and sent, or superseded by ``cancel_request``)."""
+    return _ledger(redis, app).unschedule(normalize_external_id(external_id))
 
 
 def scheduled(
     *, limit: int | None = None, redis: redis_sync.Redis | None = None, app: Any = None
 ) -> list[tuple[str, datetime]]:
-    """The waiting ids with their due times, soonest first."""
-    client = redis or _default_redis(app)
-    stop = -1 if limit is None else limit - 1
-    entries = client.zrange(SCHEDULE_KEY, 0, stop, withscores=True)
-    return [(eid.decode(), _as_datetime(score)) for eid, score in entries]
+    """The ids still waiting for their due time, soonest first."""
+    return [(eid, _as_datetime(due)) for eid, due in _ledger(redis, app).scheduled(limit)]
 
 
-# ---------------------------------------------------------------- dispatching
+# ---------------------------------------------------------------- the relay
 
 
-def claim_due(
-    redis: redis_sync.Redis, *, limit: int = DISPATCH_BATCH, lease: float = LEASE
-) -> list[str]:
-    """Atomically take up to ``limit`` due ids (and ids whose lease expired) for dispatch."""
-    script = redis.register_script(_CLAIM)
-    claimed = script(keys=[SCHEDULE_KEY, DISPATCHING_KEY], args=[repr(float(lease)), limit])
-    return [eid.decode() for eid in claimed]
+def relay(task: KrakenPayTask, ledger: Ledger, route: dict[str, Any]) -> int:
+    """Send again every entry whose deadline passed; return how many were sent."""
+    grace = task.settings.ledger_grace
+    sent = 0
+    while True:
+        entries = ledger.claim_due(DISPATCH_BATCH, grace)
+        if entries:
+            sent += _send(task, ledger, entries, route)
+        if len(entries) < DISPATCH_BATCH:
+            return sent
 
 
-def release(redis: redis_sync.Redis, external_ids: Iterable[str]) -> None:
-    """The claimed ids reached the broker: their leases end."""
-    ids = list(external_ids)
-    if ids:
-        redis.zrem(DISPATCHING_KEY, *ids)
+def _send(task: KrakenPayTask, ledger: Ledger, entries: list[Entry], route: dict) -> int:
+    singles = [e for e in entries if e.task_id]
+    bulk_ids = [e.external_id for e in entries if not e.task_id]
+    cancel_request = task.task("cancel_request")
+    try:
+        for entry in singles:
+            cancel_request.apply_async(
+                (entry.external_id,), task_id=entry.task_id, _kraken_pay_relayed=True, **route
+            )
+        if bulk_ids:
+            options = route or {"queue": task.settings.queue}
+            bulk = bulk_signature(task.app, bulk_ids, task.settings.bulk_chunk, **options)
+            bulk.apply_async()
+    except Exception as exc:  # the broker is down: due again at the next run
+        ledger.hold([e.external_id for e in entries], 0.0, state="queued")
+        log.error(
+            "relay could not send count=%d error=%s",
+            len(entries),
+            type(exc).__name__,
+            extra={"event": "relay.failed", "count": len(entries)},
+        )
+        return 0
+    resent = sum(1 for e in entries if e.sends > 0)  # not scheduled: their message was lost
+    log.info(
+        "relay sent count=%d singles=%d bulk=%d",
+        len(entries),
+        len(singles),
+        len(bulk_ids),
+        extra={"event": "relay.sent", "count": len(entries), "resent": resent},
+    )
+    return len(entries)
+
+
+_relays: list[Callable[[KrakenPayTask], int]] = []
+
+
+def register_relay(relay: Callable[[KrakenPayTask], int]) -> None:
+    """Run ``relay(task)`` in every ``dispatch_due`` as well (a store in the user's own
+    database registers its own, so it needs no beat entry of its own). Idempotent."""
+    if relay not in _relays:
+        _relays.append(relay)
 
 
 @shared_task(bind=True, base=KrakenPayTask, name=task_name("dispatch_due"), ignore_result=True)
 def dispatch_due(self: KrakenPayTask) -> int:
-    """Send every due scheduled cancellation to ``bulk_cancel``; return how many."""
-    client = _default_redis(self.app)
-    route = route_of(self.request)
-    bulk_cancel = self.task("bulk_cancel")
-    sent = 0
-    while True:
-        ids = claim_due(client, limit=DISPATCH_BATCH, lease=LEASE)
-        if ids:
-            bulk = bulk_cancel.apply_async((ids,), **route)
-            release(client, ids)
-            sent += len(ids)
-            log.info(
-                "dispatched scheduled cancellations count=%d bulk=%s",
-                len(ids),
-                bulk.id,
-                extra={"event": "schedule.dispatched", "count": len(ids), "bulk": bulk.id},
-            )
-        if len(ids) < DISPATCH_BATCH:
-            break
+    """Beat's relay: send what the ledger (and any registered store) says is due; return how
+    many were sent."""
+    ledger = ledger_for(self.app)
+    sent = relay(self, ledger, route_of(self.request))
+    for extra in _relays:
+        sent += extra(self)
+    ledger.trim()
     return sent
 
 

@@ -95,6 +95,12 @@ class Settings:
     api_url: str = DEFAULT_BASE_URL
     # REDIS_URL: nonces, ordering locks, rate budgets and scheduled cancellations.
     redis_url: str = DEFAULT_REDIS_URL
+    # KRAKEN_REDIS_PREFIX: every Redis key of the library starts with it (nonces, turns,
+    # budgets, the ledger): apps that share a Redis use prefixes of their own.
+    redis_prefix: str = "kraken"
+    # KRAKEN_LEDGER_GRACE: seconds after a cancellation is asked for (or re-sent) by which a
+    # worker should have started on it; beat's relay re-sends it after that.
+    ledger_grace: float = 120.0
     # KRAKEN_QUEUE: the one queue every task of the library goes to.
     queue: str = DEFAULT_QUEUE
     # KRAKEN_ORDERING: "serial" (a per-key turn, nonces reach Kraken in order) or "window".

@@ -22,7 +22,7 @@ from tasks.retry import RetryPolicy, check_visibility
 from tasks.settings import Settings, settings_for
 from tasks.standalone import EX_CONFIG
 
-__all__ = ["check_worker_config", "connect", "serves_library"]
+__all__ = ["check_worker_config", "connect", "persistence_warnings", "serves_library"]
 
 log = logging.getLogger("tasks.worker")
 
@@ -92,7 +92,37 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         print(f"celery worker not started: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
     _apply_time_limits(app, settings)
+    for warning in persistence_warnings(settings.redis_url):
+        print(f"celery worker: warning: {warning}", file=sys.stderr, flush=True)
+        log.warning(warning, extra={"event": "worker.persistence"})
     log.info("serving queue %s", settings.queue, extra={"event": "worker.serving"})
+
+
+def persistence_warnings(redis_url: str) -> list[str]:
+    """What makes the Redis that holds the ledger lose cancellations, one line each: no
+    append-only file (a restart loses every open entry), or an ``allkeys-*`` eviction policy
+    (entries evicted silently). Empty when Redis does not say (CONFIG disabled)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        config = client.config_get("appendonly") | client.config_get("maxmemory-policy")
+    except redis.RedisError:
+        return []
+    finally:
+        client.close()
+    warnings = []
+    if config.get("appendonly") != "yes":
+        warnings.append(
+            "REDIS_URL: the Redis that holds the ledger has no append-only file "
+            "(appendonly no): a restart loses every open cancellation; run it with AOF"
+        )
+    if str(config.get("maxmemory-policy", "")).startswith("allkeys-"):
+        warnings.append(
+            "REDIS_URL: the Redis that holds the ledger evicts any key "
+            f"(maxmemory-policy {config['maxmemory-policy']}): use noeviction or volatile-*"
+        )
+    return warnings
 
 
 def _close_runtime(**_: Any) -> None:

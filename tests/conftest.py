@@ -6,16 +6,17 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
+from tasks_support import ScriptedClient
 
 from tasks.embedded import redis_server
+from tasks.ledger import Ledger
+from tasks.ledger import override as override_ledger
 from tasks.settings import Settings, forget, override
 
 TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-
-# The example projects' fixtures (sim, project, env, worker), for the tests/test_host_*.py.
-pytest_plugins = ("host_support",)
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +46,34 @@ def kraken_settings() -> Iterator[Callable[..., Settings]]:
 
     yield use
     forget(app)
+
+
+@pytest.fixture(autouse=True)
+def _ledger_in_fakeredis() -> Iterator[Ledger]:
+    """The test process's ledger (what ``delay`` records) lives in fakeredis; workers keep
+    theirs in the real Redis their environment names. A test that needs the test process's
+    entries in a real Redis overrides it again."""
+    from tasks.celery import app
+
+    ledger = Ledger(fakeredis.FakeRedis(), "kraken")
+    override_ledger(app, ledger)
+    yield ledger
+    override_ledger(app, None)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedClient]]:
+    """``scripted(*steps)`` installs a ScriptedClient as the process's client."""
+    from tasks import runtime
+
+    def install(*steps: object) -> ScriptedClient:
+        client = ScriptedClient(*steps)
+
+        async def factory() -> ScriptedClient:
+            return client
+
+        runtime.set_client_factory(factory)
+        return client
+
+    yield install
+    runtime.set_client_factory(None)

@@ -7,6 +7,7 @@ can SIGKILL a whole node), each logging to a file the tests can read afterwards.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -15,13 +16,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 
+from kraken.pay.errors import PayRequestError, parse_response
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
-from tasks.embedded import redis_db  # noqa: F401 - re-exported for the tests
+from tasks.embedded import redis_db
 from tasks.settings import forget
 
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -240,3 +244,187 @@ def client_app(app: Celery, **conf: Any) -> Iterator[Celery]:
         app.conf.update(saved)
         _drop_connections(app)
         forget(app)
+
+
+class Beat:
+    """``celery -A tasks beat`` in its own process group, with its own schedule file."""
+
+    def __init__(self, env: dict[str, str], schedule_file: Path, log_path: Path) -> None:
+        self.env = env
+        self.schedule_file = schedule_file
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Beat:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [CELERY, "-A", "tasks", "beat", "-s", str(self.schedule_file), "-l", "INFO"],
+                env=self.env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ticking(self, timeout: float = 30.0) -> Beat:
+        """Return once beat has sent its first ``dispatch_due``."""
+        wait_for(lambda: "Sending due task" in self.log(), timeout, "beat's first tick")
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, as when a host dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+# ---------------------------------------------------------------- the example projects
+
+DRIVER = Path(__file__).with_name("hosts") / "driver.py"
+PROJECT_BROKER_DB, PROJECT_BACKEND_DB, LIBRARY_DB = 10, 11, 9
+
+
+@dataclass(frozen=True)
+class Project:
+    kind: str  # the driver's name for it
+    directory: Path
+    celery_app: str  # what -A names
+
+
+PROJECTS = {
+    "django": Project("django", REPO / "examples" / "django_app", "shop"),
+    "flask": Project("flask", REPO / "examples" / "flask_app", "make_celery"),
+}
+
+
+def drive(
+    project: Project, env: dict[str, str], *args: str, expect_status: int = 0, **overrides: str
+) -> Any:
+    """Run the project's web side once; its JSON answer (``None`` if it printed none)."""
+    done = subprocess.run(
+        [sys.executable, str(DRIVER), project.kind, *args],
+        cwd=project.directory,
+        env=env | overrides,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == expect_status, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else None
+
+
+class Node:
+    """``celery -A <project> worker|beat`` in its own process group, logging to a file."""
+
+    def __init__(self, project: Project, env: dict[str, str], log_dir: Path, *args: str) -> None:
+        self.name = unique(args[0])
+        self.log_path = log_dir / f"{self.name}.log"
+        command = [CELERY, "-A", project.celery_app, *args, "--loglevel", "INFO"]
+        if args[0] == "worker":
+            command += ["-n", f"{self.name}@tests", "--without-gossip", "--without-mingle"]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=project.directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pool_pids(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, sig)
+                try:
+                    self.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    continue
+        if self.proc.poll() is None:
+            self.proc.wait(10)
+
+
+def project_env(sim_url: str, redis_url: str, data: Path, **overrides: str) -> dict[str, str]:
+    """An example project's environment: its own settings only (SHOP_*), nothing of the
+    library's key; its broker, result backend and the library's Redis are flushed."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KRAKEN_", "CELERY_", "SHOP_", "DJANGO_")) and k != "REDIS_URL"
+    }
+    for db in (PROJECT_BROKER_DB, PROJECT_BACKEND_DB, LIBRARY_DB):
+        redis.Redis.from_url(redis_db(redis_url, db)).flushdb()
+    return base | {
+        "SHOP_BROKER_URL": redis_db(redis_url, PROJECT_BROKER_DB),
+        "SHOP_RESULT_BACKEND": redis_db(redis_url, PROJECT_BACKEND_DB),
+        "SHOP_REDIS_URL": redis_db(redis_url, LIBRARY_DB),
+        "SHOP_KRAKEN_API_KEY": DEMO_API_KEY,
+        "SHOP_KRAKEN_API_SECRET": DEMO_API_SECRET,
+        "SHOP_KRAKEN_API_URL": sim_url,
+        "SHOP_SIMULATOR_URL": sim_url,
+        "SHOP_DATABASE": str(data / "shop.sqlite3"),
+        "SHOP_PAYMENT_EXPIRY": "1800",
+        # Tuning the project left out falls back to the library's variables, key by key.
+        "KRAKEN_TIMEOUT": "5",
+        "KRAKEN_RETRY_BASE_DELAY": "0.01",
+        "KRAKEN_RETRY_MAX_DELAY": "0.5",
+        "KRAKEN_RATE_PER_SECOND": "off",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(REPO),
+    } | overrides
+
+
+# ---------------------------------------------------------------- a client that follows a script
+
+
+def pay_error(error_type: str) -> PayRequestError:
+    """The exception the client raises for one of Kraken Pay's structured answers."""
+    error = {"severity": "E", "errorClass": "EPay", "type": error_type, "errorMessage": "m"}
+    try:
+        parse_response(200, json.dumps({"error": [error]}).encode())
+    except PayRequestError as exc:
+        return exc
+    raise AssertionError("not an error")
+
+
+class ScriptedClient:
+    """Answers each call with the next step: a result, or an exception to raise."""
+
+    def __init__(self, *steps: object) -> None:
+        self.steps = list(steps)
+        self.calls: list[str] = []
+
+    async def cancel_request(self, eid: str) -> object:
+        self.calls.append(eid)
+        step = self.steps.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+    async def close(self) -> None:
+        pass

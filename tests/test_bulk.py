@@ -18,7 +18,7 @@ from kraken.pay.errors import (
     TemporaryLockout,
     TransportError,
 )
-from tasks import bulk
+from tasks import bulk, lanes
 from tasks.bulk import MAX_CHUNK, bulk_cancel, bulk_signature, cancel_many, split
 from tasks.celery import app
 from tasks.retry import RetryPolicy
@@ -240,7 +240,7 @@ async def test_an_id_still_failing_after_the_quick_attempts_is_handed_off_with_i
     assert sorted((eid, amb) for eid, amb, _ in progress.handoffs) == sorted(
         [(clean, False), (unclear, True)]
     )
-    assert client.calls == {clean: bulk.QUICK_ATTEMPTS, unclear: bulk.QUICK_ATTEMPTS}
+    assert client.calls == {clean: lanes.QUICK_ATTEMPTS, unclear: lanes.QUICK_ATTEMPTS}
     assert sum(progress.outcomes.values()) == 0
 
 
@@ -323,14 +323,15 @@ def kraken(kraken_settings):
 
 
 @pytest.fixture
-def handed_off(monkeypatch):
-    """The ``cancel_request`` messages a chunk sends: (id, retry state)."""
+def handed_off(monkeypatch, _ledger_in_fakeredis):
+    """The ``cancel_request`` messages a chunk sends: (id, the ledger's entry for it)."""
     sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr(
-        app.tasks["kraken_pay.cancel_request"],
-        "apply_async",
-        lambda args, kwargs, **options: sent.append((args[0], kwargs["_retry"])),
-    )
+
+    def send(args, **options):
+        entry = _ledger_in_fakeredis.entry(args[0])
+        sent.append((args[0], {"ambiguous": entry.ambiguous}))
+
+    monkeypatch.setattr(app.tasks["kraken_pay.cancel_request"], "apply_async", send)
     return sent
 
 
@@ -340,7 +341,7 @@ def test_bulk_cancel_returns_one_summary_of_every_chunk(kraken, handed_off):
     kraken(
         {
             ids[0]: [pay_error("not_found")],
-            failing: [TransportError("reset", ambiguous=True)] * bulk.QUICK_ATTEMPTS,
+            failing: [TransportError("reset", ambiguous=True)] * lanes.QUICK_ATTEMPTS,
             ids[2]: [InvalidRequest("EGeneral:Invalid arguments")],
         }
     )

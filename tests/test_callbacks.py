@@ -63,7 +63,7 @@ def test_a_notification_calls_the_hook_once_and_is_remembered_for_days(settings,
     assert first["outcome"] == "handled"
     assert run(data).get()["outcome"] == "duplicate"
     assert calls == {(data["external_id"], "cancelled"): 1}
-    key = notification_key(data["notification_id"])
+    key = notification_key("kraken", data["notification_id"])
     assert redis_sync.get(key) == b"done"
     assert DONE_TTL - 60 < redis_sync.ttl(key) <= DONE_TTL
     assert key.startswith("kraken:")
@@ -99,14 +99,14 @@ def test_a_hook_that_never_succeeds_gives_up_bounded_and_a_later_delivery_runs_i
     assert result.failed()
     assert isinstance(result.result, RuntimeError)
     assert calls[(data["external_id"], "success")] == MAX_RETRIES + 1
-    assert redis_sync.get(notification_key(data["notification_id"])) is None  # released
+    assert redis_sync.get(notification_key("kraken", data["notification_id"])) is None  # released
     assert run(data).get()["outcome"] == "handled"  # Kraken's next delivery is not skipped
     assert calls[(data["external_id"], "success")] == MAX_RETRIES + 2
 
 
 def test_while_one_task_holds_a_notification_another_delivery_is_a_duplicate(settings, redis_sync):
     data = callback()
-    key = notification_key(data["notification_id"])
+    key = notification_key("kraken", data["notification_id"])
     redis_sync.set(key, "task:someone-else", ex=60)
     assert run(data).get()["outcome"] == "duplicate"
     assert not calls
@@ -115,7 +115,7 @@ def test_while_one_task_holds_a_notification_another_delivery_is_a_duplicate(set
 def test_a_redelivered_task_that_holds_the_claim_runs_the_hook(settings, redis_sync):
     """A worker lost mid-hook: the message comes back with the same task id."""
     data = callback()
-    redis_sync.set(notification_key(data["notification_id"]), "task:lost-one", ex=60)
+    redis_sync.set(notification_key("kraken", data["notification_id"]), "task:lost-one", ex=60)
     assert run(data, task_id="lost-one").get()["outcome"] == "handled"
     assert calls == {(data["external_id"], "cancelled"): 1}
 

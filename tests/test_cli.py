@@ -631,4 +631,4 @@ def test_schedule_with_redis_unreachable_is_status_4():
     completed = kraken_pay("schedule", "AAAAAAAAAAE", "--in", "5m", REDIS_URL=NOWHERE)
     assert completed.returncode == 4
     assert "hunter2" not in completed.stderr
-    assert one_error_line(completed).startswith("kraken-pay: ConnectionError: ")
+    assert one_error_line(completed).startswith("kraken-pay: NotRecorded: ")

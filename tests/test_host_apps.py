@@ -12,14 +12,42 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
-from host_support import Node, drive
-from tasks_support import wait_for
+from tasks_support import PROJECTS, Node, Project, drive, project_env, wait_for
 
-from kraken.pay.simulator import SimulatorThread
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 
 pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorThread]:
+    with SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module", params=sorted(PROJECTS))
+def project(request) -> Project:
+    return PROJECTS[request.param]
+
+
+@pytest.fixture(scope="module")
+def env(project, sim, redis_url, tmp_path_factory) -> dict[str, str]:
+    return project_env(sim.url, redis_url, tmp_path_factory.mktemp(f"{project.kind}-data"))
+
+
+@pytest.fixture(scope="module")
+def worker(project, env, tmp_path_factory) -> Iterator[Node]:
+    """The project's worker, serving its own queue and the library's."""
+    logs = tmp_path_factory.mktemp(f"{project.kind}-logs")
+    node = Node(project, env, logs, "worker", "-Q", "celery,kraken_pay", "-c", "2")
+    try:
+        wait_for(lambda: "ready." in node.log() or node.proc.poll() is not None, 60, "worker")
+        assert node.proc.poll() is None, node.log()[-3000:]
+        yield node
+    finally:
+        node.stop()
 
 
 def cancelled(sim: SimulatorThread, eid: str) -> bool:
@@ -66,7 +94,7 @@ def test_a_pool_process_killed_mid_cancel_is_redelivered_and_ends_cancelled(
     order = drive(project, env, "order")
     eid = order["payment_external_id"]
     before = sim.stats()["faults_injected"]["delay"]
-    sim.set_faults({"delay": {"next": 1, "seconds": 1.5}})
+    sim.set_faults({"delay": {"next": 1, "seconds": 4.0}})  # held well past the kill
     try:
         drive(project, env, "cancel", str(order["id"]))
         wait_for(lambda: sim.stats()["faults_injected"]["delay"] > before, 30, "the call")
@@ -107,7 +135,7 @@ def test_a_scheduled_cancellation_is_dispatched_by_the_projects_beat(
     eid = order["payment_external_id"]
     beat = Node(project, env, tmp_path, "beat", "-s", str(tmp_path / "beat-schedule"))
     try:
-        wait_for(lambda: cancelled(sim, eid), 60, "the scheduled cancellation")
+        wait_for(lambda: cancelled(sim, eid), 90, "the scheduled cancellation")
     finally:
         beat.stop()
     assert "kraken_pay.dispatch_due" in beat.log()  # sent by the project's own beat

@@ -23,14 +23,25 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from host_support import DRIVER, drive
-from tasks_support import wait_for
+import test_host_apps
+from tasks_support import DRIVER, drive, project_env, wait_for
 
 from kraken.pay.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow
 
+# The example projects' fixtures, shared with tests/test_host_apps.py: the simulator, each
+# project in turn, and the project's worker.
+project, sim, worker = test_host_apps.project, test_host_apps.sim, test_host_apps.worker
+
 CALLBACKS = "/kraken/callbacks"
+
+
+@pytest.fixture(scope="module")
+def env(project, sim, redis_url, tmp_path_factory) -> dict[str, str]:
+    """The project's environment, with the simulator's keys for the receiver."""
+    data = tmp_path_factory.mktemp(f"{project.kind}-data")
+    return project_env(sim.url, redis_url, data, SHOP_KRAKEN_JWKS_URL=sim.jwks_url)
 
 
 @pytest.fixture(scope="module")

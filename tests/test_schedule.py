@@ -1,4 +1,4 @@
-"""tasks/schedule.py without workers: the schedule in Redis, the claim, the dispatch, the sweep."""
+"""tasks/schedule.py without workers: the schedule in the ledger, the relay, the sweep."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import types
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import fakeredis
 import pytest
 import redis
 from tasks_support import redis_db
@@ -17,38 +16,39 @@ from kraken.pay import InvalidExternalId, normalize_external_id
 from kraken.pay.errors import ConfigurationError
 from tasks import schedule
 from tasks.celery import app
-from tasks.schedule import (
-    DISPATCHING_KEY,
-    SCHEDULE_KEY,
-    claim_due,
-    release,
-    schedule_cancel,
-    scheduled,
-    unschedule_cancel,
-)
+from tasks.ledger import Ledger
+from tasks.schedule import schedule_cancel, scheduled, unschedule_cancel
 
 EID = "AAAAAAAAAAE"
 SCHEDULE_DB = 11  # no worker of another test claims ids from this database
 
 
 @pytest.fixture
-def fake_redis():
-    client = fakeredis.FakeRedis()
-    yield client
-    client.close()
+def fake_redis(_ledger_in_fakeredis):
+    """The fakeredis that holds the test process's ledger (tests/conftest.py)."""
+    return _ledger_in_fakeredis.redis
 
 
 @pytest.fixture
-def sent(monkeypatch, fake_redis):
-    """The ids that reached ``bulk_cancel``, one list per message; Redis is ``fake_redis``."""
-    messages: list[list[str]] = []
-    monkeypatch.setattr(schedule, "_default_redis", lambda app=None: fake_redis)
+def ledger(_ledger_in_fakeredis) -> Ledger:
+    return _ledger_in_fakeredis
 
-    def send(args, **options):
-        messages.append(args[0])
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The ids the relay sent as bulk cancellations, one list per chord."""
+    messages: list[list[str]] = []
+
+    def bulk_signature(app, external_ids, chunk_size, **options):
+        ids = list(external_ids)
+        return types.SimpleNamespace(apply_async=lambda **_: messages.append(ids))
+
+    def bulk_cancel(args, **options):  # what the sweep sends
+        messages.append(list(args[0]))
         return types.SimpleNamespace(id=f"bulk-{len(messages)}")
 
-    monkeypatch.setattr(app.tasks["kraken_pay.bulk_cancel"], "apply_async", send)
+    monkeypatch.setattr(schedule, "bulk_signature", bulk_signature)
+    monkeypatch.setattr(app.tasks["kraken_pay.bulk_cancel"], "apply_async", bulk_cancel)
     return messages
 
 
@@ -124,64 +124,73 @@ def test_a_bad_id_is_refused_and_nothing_is_stored(fake_redis):
     assert scheduled(redis=fake_redis) == []
 
 
-# ---------------------------------------------------------------- claiming due ids
+# ---------------------------------------------------------------- claiming due entries
 
 
-def test_a_claim_takes_the_due_ids_and_none_early(fake_redis):
+def test_a_claim_takes_the_due_ids_and_none_early(ledger, fake_redis):
     due, later = ids(2)
     schedule_cancel(due, at=now() - timedelta(seconds=1), redis=fake_redis)
     schedule_cancel(later, in_=timedelta(minutes=1), redis=fake_redis)
-    assert claim_due(fake_redis) == [due]
+    assert [e.external_id for e in ledger.claim_due(10, grace=60)] == [due]
     assert [eid for eid, _ in scheduled(redis=fake_redis)] == [later]
-    assert claim_due(fake_redis) == []  # claimed once: a second dispatcher finds nothing
+    assert ledger.claim_due(10, grace=60) == []  # claimed once: a second relay finds nothing
 
 
-def test_a_claim_never_released_is_taken_again_once_its_lease_expires(fake_redis):
+def test_a_claim_that_no_worker_began_is_taken_again_once_its_lease_expires(ledger, fake_redis):
     schedule_cancel(EID, in_=0, redis=fake_redis)
-    assert claim_due(fake_redis, lease=0) == [EID]  # its dispatcher dies here
-    assert claim_due(fake_redis) == [EID]
+    assert [e.external_id for e in ledger.claim_due(10, grace=0)] == [EID]  # lost on the way
+    assert [e.external_id for e in ledger.claim_due(10, grace=60)] == [EID]
 
 
-def test_a_released_claim_is_never_dispatched_again(fake_redis):
+def test_an_entry_a_worker_began_is_not_claimed_while_its_attempt_may_run(ledger, fake_redis):
     schedule_cancel(EID, in_=0, redis=fake_redis)
-    release(fake_redis, claim_due(fake_redis, lease=0))
-    assert claim_due(fake_redis) == []
-    assert fake_redis.zcard(DISPATCHING_KEY) == 0
+    ledger.claim_due(10, grace=0)
+    ledger.begin([EID], hold=60)
+    assert ledger.claim_due(10, grace=60) == []
 
 
-def test_rescheduling_a_claimed_id_drops_its_lease_so_it_is_not_sent_early(fake_redis):
+def test_a_claimed_id_on_its_way_is_not_pushed_back_by_rescheduling(ledger, fake_redis):
     schedule_cancel(EID, in_=0, redis=fake_redis)
-    claim_due(fake_redis, lease=0)  # its dispatcher dies here
+    ledger.claim_due(10, grace=0)  # sent: the entry is queued now, no longer scheduled
     schedule_cancel(EID, in_=timedelta(hours=1), redis=fake_redis)
-    assert claim_due(fake_redis) == []
-    assert [eid for eid, _ in scheduled(redis=fake_redis)] == [EID]
+    assert ledger.entry(EID).state == "queued"
+    assert [e.external_id for e in ledger.claim_due(10, grace=60)] == [EID]
 
 
-def test_a_claim_takes_at_most_its_limit(fake_redis):
+def test_a_claim_takes_at_most_its_limit(ledger, fake_redis):
     for eid in ids(5):
         schedule_cancel(eid, in_=0, redis=fake_redis)
-    assert len(claim_due(fake_redis, limit=3)) == 3
-    assert len(claim_due(fake_redis, limit=3)) == 2
+    assert len(ledger.claim_due(3, grace=60)) == 3
+    assert len(ledger.claim_due(3, grace=60)) == 2
 
 
-def test_two_dispatchers_racing_on_real_redis_claim_each_id_once(redis_url):
+def test_re_sent_entries_wait_longer_each_time(ledger):
+    ledger.ask([EID], within=0, task_id="t")
+    leases = []
+    for _ in range(3):
+        ledger.redis.zadd(ledger.due_key, {EID: 0})  # its deadline passed again
+        ledger.claim_due(10, grace=10)
+        leases.append(ledger.redis.zscore(ledger.due_key, EID) - float(ledger.redis.time()[0]))
+    assert leases[0] < leases[1] < leases[2]
+
+
+def test_two_relays_racing_on_real_redis_claim_each_id_once(redis_url):
     client = redis.Redis.from_url(redis_db(redis_url, SCHEDULE_DB))
-    client.delete(SCHEDULE_KEY, DISPATCHING_KEY)
+    client.flushdb()
     everything = ids(2000)
     for eid in everything:
         schedule_cancel(eid, in_=0, redis=client)
     claims: list[list[str]] = [[], []]
     start = threading.Barrier(2)
 
-    def dispatcher(mine: list[str]) -> None:
-        own = redis.Redis.from_url(redis_db(redis_url, SCHEDULE_DB))
+    def relay(mine: list[str]) -> None:
+        own = Ledger(redis.Redis.from_url(redis_db(redis_url, SCHEDULE_DB)))
         start.wait()
-        while batch := claim_due(own, limit=50):
-            mine.extend(batch)
-            release(own, batch)
-        own.close()
+        while batch := own.claim_due(50, grace=600):
+            mine.extend(e.external_id for e in batch)
+        own.redis.close()
 
-    threads = [threading.Thread(target=dispatcher, args=(mine,)) for mine in claims]
+    threads = [threading.Thread(target=relay, args=(mine,)) for mine in claims]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -191,21 +200,20 @@ def test_two_dispatchers_racing_on_real_redis_claim_each_id_once(redis_url):
     client.close()
 
 
-# ---------------------------------------------------------------- dispatch_due
+# ---------------------------------------------------------------- the relay
 
 
-def test_dispatch_due_sends_the_due_ids_to_bulk_cancel_and_releases_them(sent, fake_redis):
+def test_the_relay_sends_the_due_ids_in_bulk(sent, ledger, fake_redis):
     due = ids(3)
     for eid in due:
         schedule_cancel(eid, in_=0, redis=fake_redis)
     schedule_cancel(EID, in_=timedelta(hours=1), redis=fake_redis)
     assert schedule.dispatch_due.apply().get() == 3
     assert [sorted(message) for message in sent] == [sorted(due)]
-    assert fake_redis.zcard(DISPATCHING_KEY) == 0
     assert [eid for eid, _ in scheduled(redis=fake_redis)] == [EID]
 
 
-def test_dispatch_due_sends_large_backlogs_in_batches(sent, fake_redis, monkeypatch):
+def test_the_relay_sends_large_backlogs_in_batches(sent, fake_redis, monkeypatch):
     monkeypatch.setattr(schedule, "DISPATCH_BATCH", 2)
     for eid in ids(5):
         schedule_cancel(eid, in_=0, redis=fake_redis)
@@ -213,19 +221,32 @@ def test_dispatch_due_sends_large_backlogs_in_batches(sent, fake_redis, monkeypa
     assert [len(message) for message in sent] == [2, 2, 1]
 
 
-def test_ids_whose_sending_failed_stay_claimed_and_go_with_a_later_run(
-    sent, fake_redis, monkeypatch
-):
-    schedule_cancel(EID, in_=0, redis=fake_redis)
+def test_a_lost_cancel_request_is_sent_again_with_its_own_task_id(ledger, monkeypatch):
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        app.tasks["kraken_pay.cancel_request"],
+        "apply_async",
+        lambda args, task_id, **options: sent.append((args[0], task_id)),
+    )
+    ledger.ask([EID], within=0, task_id="the-callers-task")  # its message never arrived
+    assert schedule.dispatch_due.apply().get() == 1
+    assert sent == [(EID, "the-callers-task")]
 
-    def broker_down(args, **options):
+
+def test_ids_whose_sending_failed_are_due_again_at_the_next_run(sent, ledger, monkeypatch):
+    schedule_cancel(EID, in_=0, redis=ledger.redis)
+
+    def broker_down(*args, **options):
         raise ConnectionError("broker unreachable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(app.tasks["kraken_pay.bulk_cancel"], "apply_async", broker_down)
-        patch.setattr(schedule, "LEASE", 0.0)
-        assert schedule.dispatch_due.apply().failed()
-    assert fake_redis.zscore(DISPATCHING_KEY, EID) is not None
+        patch.setattr(
+            schedule,
+            "bulk_signature",
+            lambda *a, **k: types.SimpleNamespace(apply_async=broker_down),
+        )
+        assert schedule.dispatch_due.apply().get() == 0
+    assert ledger.entry(EID) is not None
     schedule.dispatch_due.apply()
     assert sent == [[EID]]
 

@@ -9,9 +9,6 @@ emptied first.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 from tasks_support import (
-    CELERY,
-    REPO,
+    Beat,
     Worker,
     client_app,
     redis_db,
@@ -34,59 +30,12 @@ from tasks_support import (
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import SimulatorThread
 from tasks.celery import app
-from tasks.schedule import DISPATCHING_KEY, SCHEDULE_KEY, schedule_cancel
+from tasks.ledger import Ledger
+from tasks.schedule import schedule_cancel
 
 BEAT_DB = 11  # broker and schedule of this module alone (and of test_schedule.py's race)
 QUEUE = "kraken_pay"  # where beat sends dispatch_due, and where its bulk goes
 LATE_AT_MOST = 2.0  # seconds after its due time that a scheduled cancellation may happen
-
-
-class Beat:
-    """``celery -A tasks beat`` in its own process group, with its own schedule file."""
-
-    def __init__(self, env: dict[str, str], schedule_file: Path, log_path: Path) -> None:
-        self.env = env
-        self.schedule_file = schedule_file
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Beat:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [CELERY, "-A", "tasks", "beat", "-s", str(self.schedule_file), "-l", "INFO"],
-                env=self.env,
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_ticking(self, timeout: float = 30.0) -> Beat:
-        """Return once beat has sent its first ``dispatch_due``."""
-        wait_for(lambda: "Sending due task" in self.log(), timeout, "beat's first tick")
-        return self
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, as when a host dies."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @contextlib.contextmanager
@@ -126,7 +75,7 @@ def store(broker_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture(autouse=True)
 def _empty_schedule(store):
-    store.delete(SCHEDULE_KEY, DISPATCHING_KEY)
+    store.delete(*(store.keys("kraken:ledger:*") or ["-"]))
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +136,9 @@ def test_1000_scheduled_ids_are_cancelled_within_2s_of_their_due_time_none_early
         due = schedule_spread(store, sim, 1000, start_in=2.0, over=5.0)
         wait_for(lambda: len(cancelled(sim, due)) == 1000, 30, "1000 cancellations")
     assert_on_time(sim, due)
-    assert store.zcard(SCHEDULE_KEY) == store.zcard(DISPATCHING_KEY) == 0
+    ledger = Ledger(store)
+    wait_for(lambda: ledger.open_count() == 0, 30, "every entry closed")  # after its chunk
+    assert store.zcard(ledger.due_key) == 0
 
 
 def test_killing_beat_mid_run_and_starting_it_again_loses_no_id(sim, store, env, log_dir, worker):
@@ -201,7 +152,7 @@ def test_killing_beat_mid_run_and_starting_it_again_loses_no_id(sim, store, env,
     wait_for(lambda: time.time() > dead_at + 1.5, 5, "ids falling due while beat is dead")
     missed = [eid for eid, at in due.items() if at < time.time() and eid not in cancelled(sim, due)]
     with beats(beat(env, log_dir, schedule_file)):
-        wait_for(lambda: len(cancelled(sim, due)) == 600, 30, "600 cancellations")
+        wait_for(lambda: len(cancelled(sim, due)) == 600, 60, "600 cancellations")
     assert missed  # some ids fell due while beat was dead, and were not lost
     moments = cancelled(sim, due)
     assert all(moments[eid] >= due[eid] for eid in due)

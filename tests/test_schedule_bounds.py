@@ -14,7 +14,7 @@ import pytest
 from tasks_support import REPO
 from test_cli import KRAKEN_PAY, clean_env
 
-from tasks.schedule import MAX_AHEAD, SCHEDULE_KEY, schedule_cancel, scheduled
+from tasks.schedule import MAX_AHEAD, schedule_cancel, scheduled
 
 EID = "AAAAAAAAAAE"
 
@@ -51,7 +51,7 @@ def test_a_due_time_out_of_bounds_is_refused_and_nothing_is_stored(redis_sync, w
     with pytest.raises(ValueError, match=message) as info:
         schedule_cancel(EID, redis=redis_sync, **when)
     assert "\n" not in str(info.value)
-    assert redis_sync.zcard(SCHEDULE_KEY) == 0
+    assert redis_sync.zcard("kraken:ledger:due") == 0
     assert scheduled(redis=redis_sync) == []  # the schedule stays readable for everyone
 
 
@@ -81,7 +81,7 @@ def test_the_command_refuses_a_due_time_past_the_horizon_in_one_line(redis_url, 
     assert "Traceback" not in completed.stderr
     (line,) = completed.stderr.splitlines()
     assert line.startswith("kraken-pay: ValueError: in_: must be 0 or more and at most 31536000")
-    assert redis_sync.zcard(SCHEDULE_KEY) == 0
+    assert redis_sync.zcard("kraken:ledger:due") == 0
 
     health = subprocess.run(
         [KRAKEN_PAY, "scheduled", "--overdue", "120"],

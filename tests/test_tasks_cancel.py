@@ -7,12 +7,11 @@ import logging
 import uuid
 
 import pytest
-from tasks_support import client_app
+from tasks_support import client_app, pay_error
 
 from kraken.pay import InvalidExternalId
 from kraken.pay.errors import (
     KrakenError,
-    PayRequestError,
     RateLimited,
     TransportError,
     parse_response,
@@ -24,57 +23,12 @@ from tasks.settings import settings_for
 EID = "AAAAAAAAAAE"  # the 8 bytes of the integer 1
 
 
-def pay_error(error_type: str) -> PayRequestError:
-    """The exception the client raises for one of Kraken Pay's structured answers."""
-    error = {"severity": "E", "errorClass": "EPay", "type": error_type, "errorMessage": "m"}
-    try:
-        parse_response(200, json.dumps({"error": [error]}).encode())
-    except PayRequestError as exc:
-        return exc
-    raise AssertionError("not an error")
-
-
 def kraken_error(code: str) -> KrakenError:
     try:
         parse_response(200, json.dumps({"error": [code]}).encode())
     except KrakenError as exc:
         return exc
     raise AssertionError("not an error")
-
-
-class ScriptedClient:
-    """Answers each call with the next step: a result, or an exception to raise."""
-
-    def __init__(self, *steps: object) -> None:
-        self.steps = list(steps)
-        self.calls: list[str] = []
-
-    async def cancel_request(self, eid: str) -> object:
-        self.calls.append(eid)
-        step = self.steps.pop(0)
-        if isinstance(step, BaseException):
-            raise step
-        return step
-
-    async def close(self) -> None:
-        pass
-
-
-@pytest.fixture
-def scripted():
-    """``scripted(*steps)`` installs a ScriptedClient as the process's client."""
-
-    def install(*steps: object) -> ScriptedClient:
-        client = ScriptedClient(*steps)
-
-        async def factory() -> ScriptedClient:
-            return client
-
-        runtime.set_client_factory(factory)
-        return client
-
-    yield install
-    runtime.set_client_factory(None)
 
 
 @pytest.fixture

@@ -348,3 +348,19 @@ def test_the_secret_appears_in_no_log_and_no_broker_or_backend_key(
     for secret in secrets:
         assert secret not in logs
         assert secret not in stored
+
+
+def test_a_malformed_message_is_rejected_and_the_worker_keeps_serving(client, queue, worker, sim):
+    with client.producer_or_acquire() as producer:
+        producer.publish(
+            {"a": 1},
+            routing_key=queue,
+            serializer="json",
+            headers={"task": "kraken_pay.cancel_request", "id": unique("forged"), "lang": "py"},
+        )
+    eid = new_ids()[0]
+    sim.create_requests([eid])
+    outcome = cancel_request.apply_async((eid,), queue=queue).get(timeout=RESULT_TIMEOUT)
+    assert outcome["outcome"] == "cancelled"
+    worker.check_alive()
+    assert "the message body is not [args, kwargs, embed]" in worker.log()

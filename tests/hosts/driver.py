@@ -6,13 +6,16 @@ project's own task, through its own broker and result backend), ``bulk ID...``
 (``bulk_cancel(...).get()``), ``apps`` (what importing the library did to Celery's apps),
 ``events ID`` (the Kraken Pay notifications the shop recorded for a payment request, and its
 order's status), ``serve`` (the project's WSGI app on a real HTTP server, threaded, on an
-ephemeral loopback port: prints ``{"port": N}``, then serves until killed).
+ephemeral loopback port: prints ``{"port": N}``, then serves until killed), and for Django
+``cancel-and-die ORDER_ID`` (killed between its commit and the publish) and ``row ID`` (the
+database store's row).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import sys
 from socketserver import ThreadingMixIn
@@ -129,6 +132,16 @@ def main(kind: str, action: str, *args: str) -> Any:
     if action == "own-task":
         result = project.own_task.delay(7)
         return {"result": result.get(timeout=RESULT_TIMEOUT), "app": project.own_task.app.main}
+    if action == "cancel-and-die":  # the process dies between its commit and the publish
+        from tasks.contrib.django_store import store
+
+        store._publish = lambda eid: os.kill(os.getpid(), signal.SIGKILL)
+        return project.post(f"/orders/{int(args[0])}/cancel")
+    if action == "row":
+        from tasks.contrib.django_store.models import Cancellation
+
+        row = Cancellation.objects.filter(external_id=args[0]).values().first()
+        return {k: str(v) for k, v in (row or {}).items()}
     if action == "bulk":
         from tasks import bulk_cancel
 

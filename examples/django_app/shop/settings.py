@@ -14,7 +14,10 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-a-secret")
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 
-INSTALLED_APPS = ["shop"]
+INSTALLED_APPS = [
+    "tasks.contrib.django_store",  # the ledger in the shop's own database (and its admin)
+    "shop",
+]
 MIDDLEWARE: list[str] = []  # a JSON API without sessions; keep CSRF protection for forms
 ROOT_URLCONF = "shop.urls"
 
@@ -24,6 +27,13 @@ DATABASES = {
         "NAME": os.environ.get("SHOP_DATABASE", str(BASE_DIR / "shop.sqlite3")),
     }
 }
+if os.environ.get("SHOP_POSTGRES_DB"):  # PostgreSQL instead, as a shop would run it
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ["SHOP_POSTGRES_DB"],
+        "HOST": os.environ.get("SHOP_POSTGRES_HOST", "127.0.0.1"),
+        "USER": os.environ.get("SHOP_POSTGRES_USER", "postgres"),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 

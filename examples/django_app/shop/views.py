@@ -2,9 +2,10 @@
 
 Kraken's rule for ``Pay/request/create``: the external id is committed in the database
 before the call. So an order is first saved as "creating", then its payment request is
-created, then it is "pending". ``transaction.on_commit`` queues ``cancel_request`` only once
-the order's cancellation is committed: a rolled-back change never cancels a payment, and the
-worker, which may start at once, never reads the order before the change is visible.
+created, then it is "pending". Cancelling an order records the cancellation of its payment
+request in the same transaction (``request_cancellation``, the ledger in the shop's own
+database): a rolled-back change never cancels a payment, a committed one always does, and
+``cancel_request`` is queued only once the change is visible.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from django.views.decorators.http import require_POST
 from kraken.pay import normalize_external_id
 from shop.models import Order
 from shop.tasks import order_cancelled
-from tasks import cancel_request, schedule_cancel, unschedule_cancel
+from tasks import schedule_cancel, unschedule_cancel
+from tasks.contrib.django_store import request_cancellation
 
 
 def create_payment_request(external_id: str) -> None:
@@ -45,10 +47,9 @@ def _json(order: Order, status: int = 200) -> JsonResponse:
     return JsonResponse(data | {"status": order.status}, status=status)
 
 
-def _cancel_payment(order_id: int, external_id: str) -> None:
-    """After the commit: cancel the request now, forget its scheduled cancellation, and
-    tell the rest of the shop (a task of the project's own, on the project's queue)."""
-    cancel_request.delay(external_id)
+def _after_cancel(order_id: int, external_id: str) -> None:
+    """After the commit: forget the request's scheduled expiry, and tell the rest of the shop
+    (a task of the project's own, on the project's queue)."""
     unschedule_cancel(external_id)
     order_cancelled.delay(order_id)
 
@@ -73,5 +74,8 @@ def cancel_order(request: HttpRequest, order_id: int) -> JsonResponse:
         order.status = "cancelled"
         order.save(update_fields=["status"])
         eid = order.payment_external_id
-        transaction.on_commit(lambda: _cancel_payment(order_id, eid))
+        # In the same transaction: the order is cancelled and its payment request will be,
+        # or neither. Queued on commit; if this process dies first, beat's relay sends it.
+        request_cancellation(eid)
+        transaction.on_commit(lambda: _after_cancel(order_id, eid))
     return _json(order)
