@@ -11,6 +11,7 @@ from tasks import worker as _worker
 from tasks.base import KrakenPayTask
 from tasks.beat import beat_schedule
 from tasks.bulk import bulk_cancel
+from tasks.callbacks import handle_callback
 from tasks.cancel import OUTCOMES, cancel_request
 from tasks.retry import RetriesExhausted, RetryPolicy
 from tasks.schedule import schedule_cancel, scheduled, unschedule_cancel
@@ -27,6 +28,7 @@ __all__ = [
     "beat_schedule",
     "bulk_cancel",
     "cancel_request",
+    "handle_callback",
     "schedule_cancel",
     "scheduled",
     "settings_for",

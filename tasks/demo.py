@@ -4,7 +4,9 @@ What runs: the Kraken Pay simulator (in this process, failing about one Kraken c
 in six ways), a Redis, and two ``celery -A tasks worker`` processes with the simulator's
 demo key. The demo creates payment requests in the simulator, cancels two thirds of them
 through ``cancel_request.delay()`` and the rest through one ``bulk_cancel``, and prints what
-happened: outcomes, failures, retries by error class, nonce rejections, throughput.
+happened: outcomes, failures, retries by error class, nonce rejections, throughput, and how
+many cancellations Kraken confirmed by webhook (the simulator notifies a receiver in this
+process, whose ``handle_callback`` tasks the workers run; see tasks/demo_webhooks.py).
 
 The Redis is the one at ``REDIS_URL`` if it answers, in a database the demo finds empty and
 empties again on the way out, so it never touches anyone's data; otherwise a
@@ -36,6 +38,7 @@ import redis
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks.cli import redact, release_results
 from tasks.demo_metrics import MetricsFigures, metrics_figures
+from tasks.demo_webhooks import HOOK, receiver, wait_confirmed
 from tasks.embedded import redis_answers, redis_db, redis_server
 from tasks.settings import DEFAULT_REDIS_URL
 
@@ -71,6 +74,7 @@ _WORKER_SETTINGS = {
 _DATABASES = range(9, 0, -1)
 _OWNER_KEY = "kraken-pay-demo:owner"
 _STOP_TIMEOUT = 10.0  # seconds workers get for a warm shutdown before SIGKILL
+_CONFIRM_TIMEOUT = 15.0  # seconds the notifications get to be handled once cancels are done
 
 
 class DemoError(Exception):
@@ -119,6 +123,7 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     sim = stack.enter_context(SimulatorThread(seed=options.seed))
     say(f"simulator    {sim.url} (Kraken Pay, demo key)")
     env = worker_env(sim.url, redis_url)
+    os.environ["KRAKEN_JWKS_URL"] = sim.jwks_url  # the receiver verifies with the simulator's
     _use_broker(env)
     stack.callback(release_results)
     nodes = [
@@ -129,6 +134,7 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     say(f"requests     {len(ids)} payment requests created, {options.paid} of them already paid")
     _wait_ready(nodes)
     say(f"workers      {len(nodes)} celery workers (prefork, {options.concurrency} processes each)")
+    _receive_notifications(stack, sim, say)
     sim.set_faults(fault_spec(options.fault_rate))
     kinds = ", ".join(FAULT_KINDS)
     say(f"faults       about {options.fault_rate:.0%} of Kraken calls fail: {kinds}")
@@ -136,7 +142,11 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
     say(f"cancelling   {len(by_task)} with cancel_request.delay(), {len(by_bulk)} with bulk_cancel")
     tally = _cancel_all(by_task, by_bulk, options.timeout, nodes, sim, say)
     sim.clear_faults()
-    report = Report(tally, sim.stats(), sim.summary())
+    summary = sim.summary()
+    sim.wait_webhooks(_CONFIRM_TIMEOUT)
+    expected = summary["by_state"].get("cancelled", 0)
+    confirmed = wait_confirmed(redis_url, expected, _CONFIRM_TIMEOUT)
+    report = Report(tally, sim.stats(), summary, confirmed=confirmed)
     say.table(report.rows())
     figures = metrics_figures([f"http://127.0.0.1:{node.metrics_port}/metrics" for node in nodes])
     say(f"from /metrics of the {len(nodes)} workers (KRAKEN_PAY_METRICS_PORT):")
@@ -148,6 +158,18 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: _Printer) -> in
         say.tail_of_logs(nodes)
         return 1
     return 0
+
+
+def _receive_notifications(
+    stack: contextlib.ExitStack, sim: SimulatorThread, say: _Printer
+) -> None:
+    """The receiver in this process, registered with the simulator; on the way out the
+    simulator forgets it first, then it stops, before the workers do."""
+    from tasks.standalone import standalone_app
+
+    sim.register_webhook(stack.enter_context(receiver(standalone_app())))
+    stack.callback(sim.clear_webhooks)
+    say(f"receiver     {sim.webhooks()[0]} (Kraken's notifications, to handle_callback)")
 
 
 # ----------------------------------------------------------------------------- Redis
@@ -239,6 +261,7 @@ def worker_env(sim_url: str, redis_url: str) -> dict[str, str]:
             "KRAKEN_API_SECRET": DEMO_API_SECRET,
             "KRAKEN_API_URL": sim_url,
             "REDIS_URL": redis_url,
+            "KRAKEN_CALLBACK_HOOK": HOOK,  # counts the cancellations Kraken confirmed
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -487,6 +510,7 @@ class Report:
     stats: dict[str, Any]
     summary: dict[str, Any]
     metrics: MetricsFigures | None = None
+    confirmed: int | None = None  # cancellations Kraken's notifications confirmed
 
     def rows(self) -> list[tuple[str, str]]:
         t, stats = self.tally, self.stats
@@ -499,6 +523,8 @@ class Report:
         if t.handed_off:
             by_bulk += f" ({t.handed_off} handed to cancel_request)"
         rows.append(("  by bulk_cancel", by_bulk))
+        if self.confirmed is not None:
+            rows.append(("confirmed by Kraken", f"{self.confirmed} of {cancelled} by webhook"))
         for outcome in ("already_cancelled", "not_cancellable", "not_found"):
             if t.outcomes[outcome]:
                 rows.append((outcome.replace("_", " "), str(t.outcomes[outcome])))
@@ -533,6 +559,9 @@ class Report:
             found.append(f"{sum(t.failures.values())} cancellation(s) failed")
         if t.unfinished:
             found.append(f"{t.unfinished} cancellation(s) did not finish in time")
+        cancelled = by_state.get("cancelled", 0)
+        if self.confirmed is not None and self.confirmed < cancelled:
+            found.append(f"{cancelled - self.confirmed} cancellation(s) not confirmed by Kraken")
         if by_state.get("pending", 0):
             found.append(f"{by_state['pending']} payment request(s) still pending")
         if self.stats["nonce_rejections"]:

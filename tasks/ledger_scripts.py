@@ -111,6 +111,13 @@ for i = 1, #ARGV, 2 do
     record.asked_at = e.asked_at
     record.attempts = math.max(record.attempts or 0, e.attempts)
   end
+  local prior = redis.call('HGET', KEYS[3], id)
+  if prior then  -- Kraken's notification came first: what it said stays
+    local p = cjson.decode(prior)
+    for _, k in ipairs({'paid_meanwhile', 'confirmed_by_kraken', 'kraken_status'}) do
+      if p[k] ~= nil then record[k] = p[k] end
+    end
+  end
   record.closed_at = t
   redis.call('HDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from kraken.pay import DEFAULT_BASE_URL
 from kraken.pay.errors import ConfigurationError
 from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND
+from kraken.pay.webhooks import KRAKEN_JWKS_URL
 
 __all__ = [
     "DEFAULT_QUEUE",
@@ -163,10 +164,16 @@ def _flag(raw: Any) -> bool:
     return value in ("1", "true", "yes", "on")
 
 
-def _sweep(raw: Any) -> str:
-    if not isinstance(raw, str) or not _SWEEP_TARGET.fullmatch(raw):
-        raise _Refused("must be 'module:function', such as 'shop.sweeps:abandoned'")
-    return raw
+def _target(example: str) -> Parser:
+    def parse(raw: Any) -> str:
+        if not isinstance(raw, str) or not _SWEEP_TARGET.fullmatch(raw):
+            raise _Refused(f"must be 'module:function', such as {example!r}")
+        return raw
+
+    return parse
+
+
+_sweep = _target("shop.sweeps:abandoned")
 
 
 SPECS: tuple[Spec, ...] = (
@@ -198,6 +205,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("pay_sweep_interval", "KRAKEN_PAY_SWEEP_INTERVAL", _number(1.0, 86400.0), 300.0),
     Spec("pay_metrics_port", "KRAKEN_PAY_METRICS_PORT", _integer(1, 65535), None),
     Spec("log_json", "KRAKEN_LOG_JSON", _flag, False),
+    Spec("jwks_url", "KRAKEN_JWKS_URL", _url(("https", "http")), KRAKEN_JWKS_URL),
+    Spec("callback_hook", "KRAKEN_CALLBACK_HOOK", _target("shop.payments:on_status"), ""),
 )
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from kraken.pay import DEFAULT_BASE_URL, Credentials
 from kraken.pay.errors import ConfigurationError
 from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND
+from kraken.pay.webhooks import KRAKEN_JWKS_URL
 from tasks import parsing
 from tasks.parsing import DEFAULT_QUEUE, DEFAULT_REDIS_URL, MAX_BULK_CHUNK
 
@@ -145,6 +146,12 @@ class Settings:
     pay_metrics_port: int | None = None
     # KRAKEN_LOG_JSON: a worker of the queue writes its log records as JSON lines.
     log_json: bool = False
+    # KRAKEN_JWKS_URL: where Kraken's keys for its status notifications are (the receivers
+    # verify against it; the simulator's sim.jwks_url in tests and the demo).
+    jwks_url: str = KRAKEN_JWKS_URL
+    # KRAKEN_CALLBACK_HOOK: "module:function" of yours, called on the worker once per distinct
+    # notification with its PayCallback (see tasks/callbacks.py).
+    callback_hook: str = ""
 
     @classmethod
     def resolve(

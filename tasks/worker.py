@@ -43,6 +43,10 @@ def check_worker_config(app: Celery) -> Settings:
         from tasks.schedule import load_sweep
 
         load_sweep(settings.pay_sweep)
+    if settings.callback_hook:
+        from tasks.callbacks import load_hook
+
+        load_hook(settings.callback_hook)
     conf = app.conf
     if conf.worker_cancel_long_running_tasks_on_connection_loss:
         raise ConfigurationError(
@@ -67,7 +71,7 @@ def _apply_time_limits(app: Celery, settings: Settings) -> None:
     from tasks.bulk import chunk_time_limits
 
     soft, hard = settings.task_time_limits()
-    for short in ("cancel_request", "bulk_summary", "dispatch_due", "sweep"):
+    for short in ("cancel_request", "bulk_summary", "dispatch_due", "sweep", "handle_callback"):
         task = app.tasks[task_name(short)]
         task.soft_time_limit, task.time_limit = soft, hard
     chunk = app.tasks[task_name("cancel_chunk")]

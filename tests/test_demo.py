@@ -119,6 +119,7 @@ def test_the_demo_cancels_every_request_and_leaves_nothing_behind(redis_url):
     assert int(rows["  by cancel_request.delay()"]) + by_bulk == 54
     assert by_bulk > 0
     assert rows["not cancellable"] == "6"
+    assert rows["confirmed by Kraken"] == "54 of 54 by webhook"
     assert rows["failed"] == "0"
     assert rows["nonce rejections"] == "0"
     assert re.fullmatch(r"\d+ cancels/s", rows["throughput"])
@@ -174,7 +175,7 @@ def test_an_interrupted_demo_stops_every_process_it_started(redis_url, signum):
     demo.proc.send_signal(signum)
     code, output, stderr = demo.finish(timeout=30)
 
-    assert code == 130
+    assert code == 130, output + stderr
     assert stderr.strip() == "kraken-pay: interrupted"
     assert processes_with(workers_of(demo)) == []
     db = redis.Redis.from_url(redis_db(redis_url, claimed_database(output)))

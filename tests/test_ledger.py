@@ -174,3 +174,11 @@ def test_kraken_notifications_close_or_mark_the_entry(ledger, before, status, an
 def test_a_notification_for_a_request_never_cancelled_changes_nothing(ledger):
     assert ledger.confirm(EID, "success") == "unknown"
     assert ledger.closed(EID) is None and ledger.entry(EID) is None
+
+
+def test_our_answer_after_krakens_notification_keeps_what_kraken_said(ledger):
+    ledger.ask([EID], within=60, task_id="t")
+    assert ledger.confirm(EID, "success") == "paid_meanwhile"  # the notification came first
+    ledger.close([(EID, {"outcome": "not_cancellable", "attempts": 1})])  # then our answer
+    record = ledger.closed(EID)
+    assert (record["outcome"], record["paid_meanwhile"]) == ("not_cancellable", True)

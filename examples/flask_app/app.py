@@ -28,15 +28,27 @@ from celery import Celery, Task, shared_task
 from flask import Flask, abort, current_app, g, jsonify
 
 from kraken.pay import normalize_external_id
+from kraken.pay.webhooks import KRAKEN_JWKS_URL, PayCallback
 from tasks import beat_schedule, cancel_request, schedule_cancel, unschedule_cancel
+from tasks.contrib.flask import pay_callbacks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     id INTEGER PRIMARY KEY,
     payment_external_id TEXT UNIQUE NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending'
-)
+);
+CREATE TABLE IF NOT EXISTS payment_events (
+    id INTEGER PRIMARY KEY,
+    payment_external_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    customer_kraktag TEXT
+);
 """
+
+
+def database_path() -> str:
+    return os.environ.get("SHOP_DATABASE", "shop.sqlite3")
 
 
 def create_payment_request(external_id: str) -> None:
@@ -61,6 +73,10 @@ def celery_config() -> dict:
         "api_secret": os.environ.get("SHOP_KRAKEN_API_SECRET", ""),
         "api_url": os.environ.get("SHOP_KRAKEN_API_URL", "https://api.kraken.com"),
         "redis_url": os.environ.get("SHOP_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        # Where Kraken's keys for its status notifications are (the simulator's in tests),
+        # and the shop's reaction to them, called on the worker once per notification.
+        "jwks_url": os.environ.get("SHOP_KRAKEN_JWKS_URL", KRAKEN_JWKS_URL),
+        "callback_hook": "app:record_payment_status",
     }
     return {
         "broker_url": broker,
@@ -88,6 +104,22 @@ def celery_init_app(app: Flask) -> Celery:
     return celery_app
 
 
+def record_payment_status(callback: PayCallback) -> None:
+    """The shop's reaction to a Kraken Pay notification (``callback_hook``), on the worker:
+    ``handle_callback`` calls it once per distinct notification; raising makes it retry."""
+    with sqlite3.connect(database_path()) as db:
+        db.execute(
+            "INSERT INTO payment_events (payment_external_id, status, customer_kraktag)"
+            " VALUES (?, ?, ?)",
+            (callback.external_id, callback.status, callback.customer_kraktag),
+        )
+        if callback.status == "success":  # paid after all: ship instead of cancelling
+            db.execute(
+                "UPDATE orders SET status = 'paid' WHERE payment_external_id = ?",
+                (callback.external_id,),
+            )
+
+
 @shared_task(name="shop.order_cancelled")
 def order_cancelled(order_id: int) -> dict[str, int]:
     """A task of the project's own (an email, a stock update...), on the project's queue."""
@@ -104,7 +136,7 @@ def create_app(
     app = Flask(__name__)
     expiry = payment_expiry or float(os.environ.get("SHOP_PAYMENT_EXPIRY", 1800))
     app.config.update(
-        DATABASE=database or os.environ.get("SHOP_DATABASE", "shop.sqlite3"),
+        DATABASE=database or database_path(),
         PAYMENT_EXPIRY=expiry,  # seconds before an unpaid request is cancelled
         CREATE_PAYMENT_REQUEST=create_request,
         CELERY=celery_config(),
@@ -113,8 +145,10 @@ def create_app(
     app.teardown_appcontext(_close_db)
     app.add_url_rule("/orders", view_func=create_order, methods=["POST"])
     app.add_url_rule("/orders/<int:order_id>/cancel", view_func=cancel_order, methods=["POST"])
+    # Kraken Pay's status notifications (register this URL with Kraken).
+    app.register_blueprint(pay_callbacks, url_prefix="/kraken/callbacks")
     with app.app_context(), _db() as db:
-        db.execute(SCHEMA)
+        db.executescript(SCHEMA)
     return app
 
 

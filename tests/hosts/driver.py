@@ -4,8 +4,11 @@
 JSON document. Actions: ``order`` (create one), ``cancel ORDER_ID``, ``own-task`` (the
 project's own task, through its own broker and result backend), ``bulk ID...``
 (``bulk_cancel(...).get()``), ``apps`` (what importing the library did to Celery's apps),
-and for Django ``cancel-and-die ORDER_ID`` (killed between its commit and the publish) and
-``row ID`` (the database store's row).
+``events ID`` (the Kraken Pay notifications the shop recorded for a payment request, and its
+order's status), ``serve`` (the project's WSGI app on a real HTTP server, threaded, on an
+ephemeral loopback port: prints ``{"port": N}``, then serves until killed), and for Django
+``cancel-and-die ORDER_ID`` (killed between its commit and the publish) and ``row ID`` (the
+database store's row).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import sys
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 RESULT_TIMEOUT = 60
 
@@ -38,6 +44,21 @@ class Django:
         response = self.client.post(path)
         return {"http": response.status_code, **response.json()}
 
+    def wsgi(self) -> Any:
+        from django.core.wsgi import get_wsgi_application
+
+        return get_wsgi_application()
+
+    def events(self, eid: str) -> dict[str, Any]:
+        from shop.models import Order, PaymentEvent
+
+        found = PaymentEvent.objects.filter(payment_external_id=eid).order_by("id")
+        order = Order.objects.filter(payment_external_id=eid).first()
+        return {
+            "events": [[e.status, e.customer_kraktag] for e in found],
+            "order_status": order.status if order else None,
+        }
+
 
 class Flask:
     def __init__(self) -> None:
@@ -50,6 +71,39 @@ class Flask:
     def post(self, path: str) -> Any:
         response = self.client.post(path)
         return {"http": response.status_code, **response.get_json()}
+
+    def wsgi(self) -> Any:
+        return self.app
+
+    def events(self, eid: str) -> dict[str, Any]:
+        with sqlite3.connect(self.app.config["DATABASE"]) as db:
+            found = db.execute(
+                "SELECT status, customer_kraktag FROM payment_events"
+                " WHERE payment_external_id = ? ORDER BY id",
+                (eid,),
+            ).fetchall()
+            order = db.execute(
+                "SELECT status FROM orders WHERE payment_external_id = ?", (eid,)
+            ).fetchone()
+        return {"events": [list(row) for row in found], "order_status": order and order[0]}
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
+
+
+def serve(project: Django | Flask) -> None:
+    """The project's WSGI app on 127.0.0.1, an ephemeral port; the port goes to stdout."""
+    server = make_server(
+        "127.0.0.1", 0, project.wsgi(), server_class=_ThreadingServer, handler_class=_QuietHandler
+    )
+    print(json.dumps({"port": server.server_port}), flush=True)
+    server.serve_forever()
 
 
 def apps() -> dict[str, Any]:
@@ -66,6 +120,11 @@ def main(kind: str, action: str, *args: str) -> Any:
     if action == "apps":
         return apps()
     project = Django() if kind == "django" else Flask()
+    if action == "serve":
+        serve(project)
+        return None
+    if action == "events":
+        return project.events(args[0])
     if action == "order":
         return project.post("/orders")
     if action == "cancel":
@@ -93,4 +152,6 @@ def main(kind: str, action: str, *args: str) -> Any:
 
 if __name__ == "__main__":
     sys.path.insert(0, os.getcwd())  # the project's directory, as manage.py or flask would
-    print(json.dumps(main(*sys.argv[1:])))
+    answer = main(*sys.argv[1:])
+    if answer is not None:
+        print(json.dumps(answer))

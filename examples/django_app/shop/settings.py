@@ -1,9 +1,11 @@
-"""Just enough Django for one model, two JSON views and a Celery app; not for production."""
+"""Just enough Django for two models, JSON views, a Kraken Pay receiver and a Celery app;
+not for production."""
 
 import os
 from datetime import timedelta
 from pathlib import Path
 
+from kraken.pay.webhooks import KRAKEN_JWKS_URL
 from tasks import beat_schedule
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -55,6 +57,8 @@ CELERY_KRAKEN_PAY = {
     "api_secret": os.environ.get("SHOP_KRAKEN_API_SECRET", ""),
     "api_url": os.environ.get("SHOP_KRAKEN_API_URL", "https://api.kraken.com"),
     "redis_url": os.environ.get("SHOP_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    # Where Kraken's keys for its status notifications are (the simulator's in tests).
+    "jwks_url": os.environ.get("SHOP_KRAKEN_JWKS_URL", KRAKEN_JWKS_URL),
 }
 
 # The project's beat sends the library's entries beside its own.
