@@ -13,6 +13,7 @@ from tasks.beat import beat_schedule
 from tasks.bulk import bulk_cancel
 from tasks.callbacks import handle_callback
 from tasks.cancel import OUTCOMES, cancel_request
+from tasks.ledger import NotRecorded, ledger_for
 from tasks.retry import RetriesExhausted, RetryPolicy
 from tasks.schedule import schedule_cancel, scheduled, unschedule_cancel
 from tasks.settings import Settings, settings_for
@@ -22,6 +23,7 @@ _worker.connect()
 __all__ = [
     "OUTCOMES",
     "KrakenPayTask",
+    "NotRecorded",
     "RetriesExhausted",
     "RetryPolicy",
     "Settings",
@@ -29,6 +31,7 @@ __all__ = [
     "bulk_cancel",
     "cancel_request",
     "handle_callback",
+    "ledger_for",
     "schedule_cancel",
     "scheduled",
     "settings_for",
