@@ -1,5 +1,6 @@
-"""The ledger in the shop's own database (tasks.contrib.django_store), on SQLite and on
-PostgreSQL: a web process killed between its commit and the publish still cancels.
+"""The ledger in the shop's own database (tasks.contrib.django_store on SQLite and on
+PostgreSQL, tasks.contrib.sqlalchemy_store in the Flask example): a web process killed between
+its commit and the publish still cancels.
 
 The Django example runs as its users run it: its views in a fresh process, its own worker
 and beat, the simulator as Kraken.
@@ -90,3 +91,23 @@ def test_a_cancellation_committed_with_the_order_is_queued_on_commit(env, sim, t
     finally:
         worker.stop()
     assert drive(DJANGO, env, "row", eid)["sends"] == "0"  # no relay needed
+
+
+def test_the_flask_shop_killed_between_its_commit_and_the_publish_still_cancels(
+    sim, redis_url, tmp_path
+):
+    flask = PROJECTS["flask"]
+    env = project_env(sim.url, redis_url, tmp_path, KRAKEN_LEDGER_GRACE="5")
+    order = drive(flask, env, "order")
+    eid = order["payment_external_id"]
+    assert drive(flask, env, "cancel-and-die", str(order["id"]), expect_status=-9) is None
+    assert drive(flask, env, "row", eid)["state"] == "open"  # committed with the order
+    worker = Node(flask, env, tmp_path, "worker", "-Q", "celery,kraken_pay", "-c", "1")
+    beat = Node(flask, env, tmp_path, "beat", "-s", str(tmp_path / "beat-schedule"))
+    try:
+        wait_for(lambda: sim.request(eid)["state"] == "cancelled", 90, "the cancellation")
+        wait_for(lambda: drive(flask, env, "row", eid)["state"] == "closed", 60, "row closed")
+    finally:
+        beat.stop()
+        worker.stop()
+    assert drive(flask, env, "row", eid)["sends"] == "1"

@@ -6,9 +6,10 @@ the library's tasks run on it, on their own queue, ``kraken_pay``.
 
 Creating an order commits its external id first (Kraken's rule for ``Pay/request/create``),
 then creates its payment request and schedules the request's cancellation for when it
-expires; cancelling the order marks it cancelled, commits, and only then queues
-``cancel_request``: a worker never cancels a payment for an order whose change was rolled
-back, and never reads the order before the change is visible.
+expires; cancelling the order marks it cancelled and records the cancellation of its payment
+request in the same transaction (``tasks.contrib.sqlalchemy_store``), and ``cancel_request``
+is queued only once that commits: a rolled-back change never cancels a payment, and a
+committed one always does, even if this process dies before the publish.
 
 Run it with ``flask run`` in this directory and its worker with
 ``celery -A make_celery worker -Q celery,kraken_pay`` (see README.md); tests call
@@ -26,11 +27,16 @@ from collections.abc import Callable
 
 from celery import Celery, Task, shared_task
 from flask import Flask, abort, current_app, g, jsonify
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from kraken.pay import normalize_external_id
 from kraken.pay.webhooks import KRAKEN_JWKS_URL, PayCallback
-from tasks import beat_schedule, cancel_request, schedule_cancel, unschedule_cancel
+from tasks import beat_schedule, schedule_cancel, unschedule_cancel
+from tasks.contrib import sqlalchemy_store
 from tasks.contrib.flask import pay_callbacks
+from tasks.contrib.sqlalchemy_store import request_cancellation
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -101,7 +107,18 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.config_from_object(app.config["CELERY"])
     celery_app.set_default()
     app.extensions["celery"] = celery_app
+    # The ledger in the shop's own database: the workers relay its rows and close them.
+    sqlalchemy_store.connect(_engine(app))
     return celery_app
+
+
+def _engine(app: Flask) -> Engine:
+    """One SQLAlchemy engine per app, on the shop's database."""
+    if "db_engine" not in app.extensions:
+        engine = create_engine(f"sqlite:///{app.config['DATABASE']}")
+        sqlalchemy_store.metadata.create_all(engine)
+        app.extensions["db_engine"] = engine
+    return app.extensions["db_engine"]
 
 
 def record_payment_status(callback: PayCallback) -> None:
@@ -180,18 +197,19 @@ def create_order():
 
 
 def cancel_order(order_id: int):
-    with _db() as db:  # one transaction, committed at the end of the block
-        order = db.execute(
-            "SELECT payment_external_id FROM orders WHERE id = ?", (order_id,)
-        ).fetchone()
+    # One transaction: the order is cancelled and its payment request will be, or neither
+    # (request_cancellation writes the ledger's row here and queues the task on commit; if
+    # this process dies first, beat's relay sends it).
+    with Session(_engine(current_app)) as session, session.begin():
+        order = session.execute(
+            text("SELECT payment_external_id FROM orders WHERE id = :id"), {"id": order_id}
+        ).first()
         if order is None:
             abort(404)
-        db.execute("UPDATE orders SET status = 'cancelled' WHERE id = ?", (order_id,))
-    # Committed: now the payment request may go. Its retries are the worker's business;
-    # the schedule goes only once the cancellation is queued, so it stays a backstop.
-    cancel_request.delay(order["payment_external_id"])
-    unschedule_cancel(order["payment_external_id"])
+        session.execute(
+            text("UPDATE orders SET status = 'cancelled' WHERE id = :id"), {"id": order_id}
+        )
+        request_cancellation(session, order.payment_external_id)
+    unschedule_cancel(order.payment_external_id)  # the expiry's schedule, now superseded
     order_cancelled.delay(order_id)
-    return jsonify(
-        id=order_id, payment_external_id=order["payment_external_id"], status="cancelled"
-    )
+    return jsonify(id=order_id, payment_external_id=order.payment_external_id, status="cancelled")

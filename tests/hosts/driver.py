@@ -44,6 +44,16 @@ class Django:
         response = self.client.post(path)
         return {"http": response.status_code, **response.json()}
 
+    def store(self) -> Any:
+        from tasks.contrib.django_store import store
+
+        return store
+
+    def row(self, eid: str) -> dict | None:
+        from tasks.contrib.django_store.models import Cancellation
+
+        return Cancellation.objects.filter(external_id=eid).values().first()
+
     def wsgi(self) -> Any:
         from django.core.wsgi import get_wsgi_application
 
@@ -71,6 +81,22 @@ class Flask:
     def post(self, path: str) -> Any:
         response = self.client.post(path)
         return {"http": response.status_code, **response.get_json()}
+
+    def store(self) -> Any:
+        from tasks.contrib import sqlalchemy_store
+
+        return sqlalchemy_store
+
+    def row(self, eid: str) -> dict | None:
+        from sqlalchemy import select
+
+        from tasks.contrib.sqlalchemy_store import cancellations
+
+        with self.app.extensions["db_engine"].connect() as connection:
+            found = connection.execute(
+                select(cancellations).where(cancellations.c.external_id == eid)
+            ).first()
+        return dict(found._mapping) if found else None
 
     def wsgi(self) -> Any:
         return self.app
@@ -133,15 +159,11 @@ def main(kind: str, action: str, *args: str) -> Any:
         result = project.own_task.delay(7)
         return {"result": result.get(timeout=RESULT_TIMEOUT), "app": project.own_task.app.main}
     if action == "cancel-and-die":  # the process dies between its commit and the publish
-        from tasks.contrib.django_store import store
-
+        store = project.store()
         store._publish = lambda eid: os.kill(os.getpid(), signal.SIGKILL)
         return project.post(f"/orders/{int(args[0])}/cancel")
     if action == "row":
-        from tasks.contrib.django_store.models import Cancellation
-
-        row = Cancellation.objects.filter(external_id=args[0]).values().first()
-        return {k: str(v) for k, v in (row or {}).items()}
+        return {k: str(v) for k, v in (project.row(args[0]) or {}).items()}
     if action == "bulk":
         from tasks import bulk_cancel
 
