@@ -4,10 +4,12 @@
 
 A Redis of its own with AOF (everysec) holds the ledger, nonces and, with ``--broker redis``,
 the queue and results; the simulator fails about 20% of calls across every fault kind; two
-worker nodes (prefork, 2 each) and beat run as ``celery -A tasks``. ``--requests`` ids go
+worker nodes (prefork, 2 each) and beat run as ``celery -A tasks``; the simulator holds each
+answer 20 to 50 ms, as Kraken's round trip would. ``--requests`` ids go
 through ``cancel_request.delay()`` and a third as many through one ``bulk_cancel``, while a
 pool process or a whole node is SIGKILLed every 3 to 5 s (a killed node starts again) and
-Redis is SIGKILLed and restarted once. At the end: requests, lost (still pending at Kraken),
+Redis is SIGKILLed and restarted once, for ``--chaos`` seconds; then everything must settle
+within ``--timeout``. At the end: requests, lost (still pending at Kraken),
 failed (closed as failures in the ledger), repeats (cancelled more than once), nonce
 rejections and time. The goal is 0 lost and 0 failed with either broker.
 """
@@ -185,6 +187,10 @@ def main() -> None:
     parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait at most")
+    parser.add_argument("--chaos", type=float, default=90.0, help="seconds of kills")
+    parser.add_argument(
+        "--latency", default="20:50", help="ms the simulator holds each answer, as Kraken's RTT"
+    )
     args = parser.parse_args()
     rand = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="kraken-soak-"))
@@ -193,7 +199,7 @@ def main() -> None:
     queue = f"soak-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
     try:
-        with simulator_process("--seed", str(args.seed)) as sim_url:
+        with simulator_process("--seed", str(args.seed), "--latency", args.latency) as sim_url:
             broker = redis.url if args.broker == "redis" else RABBITMQ
             env = environment(sim_url, redis.url, broker, queue)
             os.environ.update({k: env[k] for k in ("REDIS_URL", "KRAKEN_QUEUE")})
@@ -214,18 +220,19 @@ def main() -> None:
                 killer.start()
                 refused = submit(ids, bulk)
                 total = len(ids) + len(bulk)
+                killer.join(max(0.0, args.chaos - (time.monotonic() - started)))
+                stop.set()  # the kills end; now everything asked for must settle
                 deadline = time.monotonic() + args.timeout
                 while time.monotonic() < deadline:
                     summary = sim_call(sim_url, "/_sim/requests/summary")
                     if summary["by_state"].get("cancelled", 0) >= total:
                         break
                     time.sleep(1.0)
-                stop.set()
                 killer.join(15)
                 sim_call(sim_url, "/_sim/faults", {})
                 summary = sim_call(sim_url, "/_sim/requests/summary")
                 stats = sim_call(sim_url, "/_sim/stats")
-        failed = _failed_in_ledger(redis.url)
+        failed, still_open = _ledger_counts(redis.url)
     finally:
         redis.kill()
         shutil.rmtree(work, ignore_errors=True)
@@ -237,6 +244,7 @@ def main() -> None:
         ("requests", f"{total:,} ({len(ids):,} delay + {len(bulk):,} bulk)"),
         ("lost (still pending)", str(lost)),
         ("failed (ledger)", str(failed)),
+        ("still open in the ledger", str(still_open)),
         ("repeats (cancelled twice or more)", str(summary["cancel_calls"][">1"])),
         ("nonce rejections", str(stats["nonce_rejections"])),
         ("asks refused while Redis was down", str(refused)),
@@ -250,7 +258,8 @@ def main() -> None:
     print_table(rows)
 
 
-def _failed_in_ledger(redis_url: str) -> int:
+def _ledger_counts(redis_url: str) -> tuple[int, int]:
+    """(closed as failures, still open) in the ledger."""
     import json
 
     import redis as redis_sync
@@ -258,8 +267,9 @@ def _failed_in_ledger(redis_url: str) -> int:
     with contextlib.suppress(Exception):
         client = redis_sync.Redis.from_url(redis_url)
         records = client.hvals("kraken:ledger:closed")
-        return sum(1 for raw in records if json.loads(raw).get("outcome") == "failed")
-    return -1
+        failed = sum(1 for raw in records if json.loads(raw).get("outcome") == "failed")
+        return failed, int(client.hlen("kraken:ledger:open"))
+    return -1, -1
 
 
 if __name__ == "__main__":
