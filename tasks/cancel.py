@@ -69,7 +69,8 @@ class CancelRequestTask(KrakenPayTask):
     def apply_async(self, args=None, kwargs=None, task_id=None, **options: Any):  # type: ignore[override]
         args, kwargs = _canonical_arguments(args, kwargs)
         relayed = options.pop("_kraken_pay_relayed", False)
-        if options.get("retries") or relayed:  # a retry or a re-send: its entry is kept
+        eager = self.app.conf.task_always_eager  # runs here and now: nothing to relay
+        if options.get("retries") or relayed or eager:  # a retry or a re-send keeps its entry
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         eid = args[0] if args else kwargs["external_id"]
         task_id = task_id or uuid()
