@@ -245,27 +245,12 @@ class SimulatorThread:
         self,
         keys: Mapping[str, str] | None = None,
         *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        nonce_window: int = 0,
-        rate_limit: tuple[float, float] | None = None,
-        seed: int | None = None,
-        access_log: bool = False,
         start_timeout: float = 30.0,
-        webhook_attempts: int = 5,
-        webhook_backoff: float = 0.2,
+        **options: Any,
     ) -> None:
-        self._sim = Simulator(
-            keys,
-            host=host,
-            port=port,
-            nonce_window=nonce_window,
-            rate_limit=rate_limit,
-            seed=seed,
-            access_log=access_log,
-            webhook_attempts=webhook_attempts,
-            webhook_backoff=webhook_backoff,
-        )
+        # Simulator's own options, one list (host, port, nonce_window, rate_limit, seed,
+        # access_log, latency, accept_form, webhook_attempts, webhook_backoff).
+        self._sim = Simulator(keys, **options)
         self._start_timeout = start_timeout
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
