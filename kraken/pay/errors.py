@@ -251,6 +251,8 @@ def _status_error(
     status: int, body: bytes, headers: Mapping[str, str], cap: float
 ) -> KrakenError | None:
     """The error an HTTP status alone implies, before the body is read."""
+    if status < 500 and status != 429:
+        return None
     excerpt = body[:_EXCERPT].decode("utf-8", "replace")
     if status == 429:
         return RateLimited(
@@ -302,13 +304,13 @@ def _seconds_until(http_date: str, now: float) -> float | None:
 
 
 def _decode_envelope(status: int, body: bytes) -> Mapping[str, Any] | KrakenError:
-    excerpt = body[:_EXCERPT].decode("utf-8", "replace")
     try:
         envelope = json.loads(body) if body.strip() else None
     except (UnicodeDecodeError, ValueError):
         envelope = None
     if isinstance(envelope, Mapping) and ("error" in envelope or "result" in envelope):
         return envelope
+    excerpt = body[:_EXCERPT].decode("utf-8", "replace")
     what = "an empty body" if not body.strip() else f"not Kraken's JSON envelope: {excerpt!r}"
     if 400 <= status < 500:
         return InvalidRequest(f"HTTP {status} with {what}", status=status, raw=excerpt)
@@ -334,7 +336,10 @@ def parse_response(
     if isinstance(envelope, KrakenError):
         raise _status_error(status, body, headers, cap) or envelope
 
-    raw_errors = envelope.get("error") or []
+    raw_errors = envelope.get("error")
+    if not raw_errors and status == 200:  # the common case: an answer and nothing else
+        return envelope.get("result", {})
+    raw_errors = raw_errors or []
     if not isinstance(raw_errors, list):
         raw_errors = [raw_errors]
     parsed = [ApiError.parse(item) for item in raw_errors]
