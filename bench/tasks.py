@@ -124,6 +124,7 @@ def main() -> None:
     with redis_server(redis_url()) as nonce_url, simulator_process(*sim_args) as sim_url:
         broker = redis_db(nonce_url, BROKER_DB)
         app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
+        os.environ["KRAKEN_QUEUE"] = queue  # cancel_request's own queue option reads it
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
         env.update(
             KRAKEN_API_KEY=DEMO_API_KEY,
@@ -133,6 +134,7 @@ def main() -> None:
             CELERY_BROKER_URL=broker,
             CELERY_RESULT_BACKEND=broker,
             KRAKEN_ORDERING=args.ordering,
+            KRAKEN_QUEUE=queue,
             KRAKEN_RATE_PER_SECOND="off",  # measure the path, not Kraken's Starter-tier budget
         )
         with _workers(env, queue, args.nodes, args.concurrency):
