@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from kraken.pay.errors import ConfigurationError
+from kraken.pay import ConfigurationError
 from tasks.base import task_name
 
 __all__ = ["CONFIG_VARIABLE", "EX_CONFIG", "exit_on_bad_config", "reset", "standalone_app"]
