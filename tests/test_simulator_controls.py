@@ -218,3 +218,10 @@ def test_the_simulator_imports_only_the_public_names_of_the_client():
             if module:
                 ok = module == "kraken.pay" or module.startswith("kraken.pay.simulator")
                 assert ok, f"{path.name} imports {module}"
+
+
+def test_docs_list_every_control_and_its_route():
+    docs = (SIMULATOR.parent.parent.parent / "docs" / "simulator.md").read_text()
+    for name, route in CONTROL_ROUTES.items():
+        assert f"| `{name}(" in docs, f"docs/simulator.md does not list {name}"
+        assert f"`{route.verb} {route.path}" in docs, f"docs/simulator.md lacks {route.path}"

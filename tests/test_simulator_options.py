@@ -8,6 +8,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import fields, replace
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -126,3 +127,9 @@ def test_main_returns_its_status_and_never_exits(capsys):
     assert "--secret-file" in capsys.readouterr().out
     assert main(["--max-api-body", "12"]) == 2
     assert "max_api_body: must be a whole number" in capsys.readouterr().err
+
+
+def test_docs_list_every_option():
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "simulator.md").read_text()
+    missing = [f.name for f in fields(SimulatorOptions) if f"| `{f.name}` |" not in docs]
+    assert not missing, f"docs/simulator.md does not list {missing}"
