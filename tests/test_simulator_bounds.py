@@ -345,3 +345,17 @@ def test_options_never_show_a_secret(tmp_path, capsys):
     assert main(["--port", "0", "--key", "k", "--secret-file", str(secret_file)]) == 2
     errors = capsys.readouterr().err
     assert "api_secret" in errors and "not*base64" not in errors
+
+
+async def test_a_malformed_request_head_is_a_400_and_one_log_line(caplog):
+    async with Simulator() as sim:
+        with caplog.at_level(logging.DEBUG):
+            reader, writer = await opened(sim)
+            writer.write(b"GET /_sim/stats HTTP/1.1\r\nHost: sim\r\nX-Big: " + b"a" * 10_000)
+            writer.write(b"\r\n\r\n")
+            answer = await closed_by_server(reader)
+            writer.close()
+        assert answer.startswith(b"HTTP/1.0 400 ")
+        (line,) = [r for r in caplog.records if "Error handling request" in r.getMessage()]
+        assert line.levelno == logging.INFO and not line.exc_info
+        assert "400 Got more than 8190 bytes" in line.getMessage()

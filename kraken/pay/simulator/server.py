@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from kraken.pay.simulator.app import make_app
 from kraken.pay.simulator.controls import implements_controls
@@ -26,6 +28,27 @@ _SHUTDOWN_TIMEOUT = 2.0
 # Seconds a refused body is still read (and dropped) so the client can read the refusal
 # before the connection closes; aiohttp's default is 10.
 _LINGERING_TIME = 1.0
+
+
+class _OneLineForBadRequests(logging.Filter):
+    """A malformed request head is the client's doing: one INFO line, never a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = (str(exc.message).splitlines() or [""])[0]
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {reason}", ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _server_logger() -> logging.Logger:
+    """aiohttp's server logger for the simulator, with bad requests kept to one line."""
+    logger = logging.getLogger("kraken.pay.simulator.server")
+    if not any(isinstance(f, _OneLineForBadRequests) for f in logger.filters):
+        logger.addFilter(_OneLineForBadRequests())
+    return logger
 
 
 @implements_controls
@@ -103,6 +126,7 @@ class Simulator:
             handler_cancellation=False,  # a call whose client left still takes effect
             keepalive_timeout=options.keepalive_timeout,
             lingering_time=_LINGERING_TIME,
+            logger=_server_logger(),
         )
         await runner.setup()
         site = CountingSite(
