@@ -134,13 +134,14 @@ _FLAGS = {"webhooks": "--webhook"}
 
 
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add the simulator's flags, one per field of ``SimulatorOptions`` (keys: see below)."""
+    """Add the simulator's flags to a parser or an argument group: ``--key``, ``--secret``,
+    ``--secret-file``, then one per field of ``SimulatorOptions``."""
     parser.add_argument(
         "--key",
         action="append",
         dest="keys",
         metavar="KEY",
-        help=("API key to accept (repeatable; default: the demo key)"),
+        help="API key to accept (repeatable; default: the demo key)",
     )
     parser.add_argument(
         "--secret",
