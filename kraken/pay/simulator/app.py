@@ -124,7 +124,7 @@ def _cloudflare_page(status: int) -> web.Response:
 
 
 class _KrakenRoutes:
-    """``POST /0/...``: draw a fault, then answer as Kraken would, or fail as the network would."""
+    """``POST /0/...``: bound the body, draw a fault, then answer as Kraken would or fail."""
 
     def __init__(
         self, kraken: KrakenPay, faults: Faults, counters: Counters, options: SimulatorOptions
