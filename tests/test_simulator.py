@@ -29,7 +29,13 @@ from yarl import URL
 from kraken.pay.errors import PayRequestError, parse_response
 from kraken.pay.external_id import normalize_external_id
 from kraken.pay.signing import sign
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator, SimulatorThread
+from kraken.pay.simulator import (
+    DEMO_API_KEY,
+    DEMO_API_SECRET,
+    Simulator,
+    SimulatorClient,
+    SimulatorThread,
+)
 from kraken.pay.simulator.cli import main as cli_main
 from kraken.pay.simulator.faults import Faults
 from kraken.pay.simulator.state import NonceGuard
@@ -565,8 +571,8 @@ def _first_line(process: subprocess.Popen, within: float) -> str:
 
 def test_module_command_serves_until_terminated():
     command = [sys.executable, "-m", "kraken.pay.simulator", "--host", "127.0.0.1", "--port", "0"]
-    command += ["--key", "cli-key", "--secret", OTHER_SECRET, "--nonce-window", "5"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command += ["--key", "cli-key", "--nonce-window", "5"]  # its secret: from the environment
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KRAKEN_SIM_API_SECRET": OTHER_SECRET}
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -576,11 +582,10 @@ def test_module_command_serves_until_terminated():
         assert line.startswith(prefix)
         url = line.split()[-1]
         eid = new_id()
-        request = urllib.request.Request(
-            url + "/_sim/requests", data=json.dumps({"external_id": eid}).encode(), method="POST"
-        )
-        urllib.request.urlopen(request, timeout=5).close()
+        controls = SimulatorClient(url)
+        assert controls.create_requests([eid]) == 1
         assert urllib_cancel(url, eid, key="cli-key", secret=OTHER_SECRET) == OK
+        assert controls.request(eid)["state"] == "cancelled"
         process.terminate()
         assert process.wait(timeout=10) == 0
     finally:
@@ -593,12 +598,9 @@ def test_module_command_serves_until_terminated():
 
 
 def test_command_refuses_a_key_without_a_secret_and_a_bad_secret_quietly(capsys):
-    with pytest.raises(SystemExit) as info:
-        cli_main(["--key", "lonely"])
-    assert info.value.code == 2
+    assert cli_main(["--key", "lonely"]) == 2
     not_base64 = "not*base64*secret"
-    with pytest.raises(SystemExit):
-        cli_main(["--port", "0", "--key", "k", "--secret", not_base64])
+    assert cli_main(["--port", "0", "--key", "k", "--secret", not_base64]) == 2
     errors = capsys.readouterr().err
     assert "api_secret" in errors and not_base64 not in errors
 
