@@ -131,6 +131,18 @@ def test_no_import_cycle():
     assert found == [], "import cycles: " + "; ".join(" -> ".join(c) for c in found)
 
 
+def test_the_integration_never_imports_the_tooling():
+    edges = graph()
+    reaching = {
+        (name, target)
+        for name, targets in edges.items()
+        if not name.startswith("kraken_pay_cli")
+        for target in targets
+        if target.startswith("kraken_pay_cli")
+    }
+    assert reaching == set()
+
+
 def test_no_module_is_too_long():
     long = {
         name: lines
