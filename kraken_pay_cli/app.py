@@ -3,6 +3,8 @@
 Every error is one line on stderr, never a traceback, and the exit status says what went
 wrong (listed in ``kraken-pay --help``). The API secret is never printed: configuration
 errors name the variable, not its value, and URLs are shown without their passwords.
+``kraken-pay simulator`` is the simulator's own command line: its usage errors and exit
+statuses are that command's.
 """
 
 from __future__ import annotations
