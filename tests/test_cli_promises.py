@@ -125,6 +125,28 @@ def test_ctrl_c_while_waiting_is_one_line_and_status_130(redis_url):
 
 # ----------------------------------------------------------------------------- --direct
 
+DIRECT = """
+import sys
+from kraken_pay_cli import cli
+code = cli.cli.main(["cancel", "--direct", {eid!r}], standalone_mode=False)
+tooling = sorted(m for m in sys.modules if m.startswith(("kraken_pay_cli.local", "fakeredis")))
+print(code, tooling)
+"""
+
+
+def test_a_direct_cancel_imports_no_local_machinery(sim, redis_url):
+    """A production command: no embedded Redis, no worker launchers in its process."""
+    done = subprocess.run(
+        [sys.executable, "-c", DIRECT.format(eid=EID)],
+        cwd=REPO,
+        env=environment(KRAKEN_API_URL=sim.url, REDIS_URL=redis_db(redis_url, TASKS_DB)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 []"
+
 
 def settings_for(redis_url: str, **values: object) -> Settings:
     return Settings(

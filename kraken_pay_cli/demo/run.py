@@ -136,7 +136,8 @@ def _start_worker(
     name, host = f"demo{n}-{os.getpid()}", socket.gethostname()
     node = Worker(env, None, workdir, concurrency=concurrency, name=name, host=host)
     stack.callback(node.stop, _STOP_TIMEOUT)
-    return node.start()  # type: ignore[return-value]
+    node.start()
+    return node
 
 
 def _ports(nodes: list[Worker]) -> list[str]:
