@@ -101,7 +101,7 @@ class CeleryNode:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
-    kill = kill_node
+    kill = kill_node  # beat has no pool, but the same SIGKILL of its group
 
     def stop(self, timeout: float = 15.0) -> None:
         """A warm shutdown; SIGKILL if it takes too long. Always reaps the whole group."""
