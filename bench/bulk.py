@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -117,6 +118,7 @@ def main() -> None:
     ):
         broker = broker_url(nonce_url)
         app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
+        os.environ["KRAKEN_QUEUE"] = queue  # the tasks' own queue option reads it
         env = worker_env(
             sim_url, nonce_url, broker_url=broker, tuning={}, KRAKEN_ORDERING=args.ordering
         )

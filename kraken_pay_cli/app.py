@@ -19,8 +19,12 @@ from typing import Any
 
 import click
 
-from kraken.pay import normalize_external_id
-from kraken.pay.errors import AuthenticationError, ConfigurationError, TransportError
+from kraken.pay import (
+    AuthenticationError,
+    ConfigurationError,
+    TransportError,
+    normalize_external_id,
+)
 
 __all__ = [
     "EXIT_CONFIG",

@@ -166,7 +166,7 @@ async def _cancel_direct(eids: list[str]) -> list[tuple[str, Outcome]]:
 
 
 async def _cancel_once(client: Any, eid: str) -> Outcome:
-    from kraken.pay.errors import PayRequestError
+    from kraken.pay import PayRequestError
     from tasks import OUTCOMES
 
     try:

@@ -25,13 +25,14 @@ from typing import Any
 import click
 import redis
 
-from kraken.pay import KrakenError, normalize_external_id
-from kraken.pay.errors import (
+from kraken.pay import (
     AuthenticationError,
     ConfigurationError,
     InvalidNonce,
+    KrakenError,
     PayRequestError,
     TransportError,
+    normalize_external_id,
 )
 from kraken_pay_cli.app import (
     EXIT_CONFIG,
