@@ -21,19 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import redis.asyncio as aioredis
-
-sys.path.remove(str(Path(__file__).resolve().parent))
-from kraken.pay import RedisNonce
-from tasks.embedded import redis_server
-
-sys.path.append(str(Path(__file__).resolve().parent))
 from _support import print_table, redis_url
 from sharing import parser_class
+
+from kraken.pay import RedisNonce
+from kraken_pay_cli.local import redis_server
 
 VARIANTS: dict[str, dict] = {
     "default": {"parser_class": parser_class("hiredis")},

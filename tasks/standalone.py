@@ -75,7 +75,7 @@ def _configure(app: Celery, module: str) -> None:
 
 
 def _noop() -> None:
-    """Does nothing: the baseline of bench/tasks.py, and a readiness probe for workers."""
+    """Does nothing: the baseline of bench/end_to_end.py, and a readiness probe for workers."""
 
 
 def exit_on_bad_config(build: Callable[[], Celery]) -> Celery:

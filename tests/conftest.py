@@ -11,12 +11,12 @@ import pytest
 import redis
 from tasks_support import ScriptedClient
 
-from tasks.embedded import redis_server
+from kraken_pay_cli.local import databases, redis_db, redis_server
 from tasks.ledger import Ledger
 from tasks.ledger import override as override_ledger
-from tasks.settings import Settings, forget, override
+from tasks.settings import DEFAULT_REDIS_URL, Settings, forget, override
 
-TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_REDIS_URL = os.environ.get("REDIS_URL") or redis_db(DEFAULT_REDIS_URL, databases.TEST_DEFAULT)
 
 
 @pytest.fixture(scope="session")

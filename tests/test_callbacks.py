@@ -230,7 +230,7 @@ def test_a_worker_with_a_hook_it_cannot_load_refuses_to_start_in_one_line(hook, 
 
 
 def test_the_demo_reports_the_cancellations_kraken_confirmed_and_a_shortfall_is_a_problem():
-    from tasks.demo import Report, Tally
+    from kraken_pay_cli.demo.report import Report, Tally
 
     stats = {"faults_injected": {}, "requests": 10, "nonce_rejections": 0}
     summary = {"by_state": {"cancelled": 10}}

@@ -25,8 +25,12 @@ from tasks_support import (
 from kraken.pay import Credentials, RedisNonce
 from kraken.pay.errors import KrakenError, parse_response
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
-from tasks import checks, cli, standalone
+from kraken_pay_cli import app as cli_app
+from kraken_pay_cli import check as checks
+from kraken_pay_cli import cli
+from tasks import standalone
 from tasks.celery import app
+from tasks.checks import HEARTBEAT_KEY
 
 SHORT_SECRET = base64.b64encode(b"only 24 bytes of secret").decode()
 OTHER_SECRET = base64.b64encode(bytes(range(64))).decode()
@@ -252,24 +256,16 @@ def test_allkeys_eviction_is_a_warning_and_aof_with_noeviction_is_fine():
 
 def test_every_command_notes_the_default_redis(monkeypatch, capsys):
     monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setattr(cli, "_noted", set())
+    monkeypatch.setattr(cli_app, "_noted", set())
     standalone.reset()
     try:
-        cli._settings()
-        cli._settings()
+        cli_app.settings()
+        cli_app.settings()
     finally:
         monkeypatch.undo()
         standalone.reset()
     err = capsys.readouterr().err.splitlines()
     assert err == ["kraken-pay: note: REDIS_URL is not set; using redis://127.0.0.1:6379/0"]
-
-
-def test_the_exit_statuses_are_the_commands():
-    assert (checks.EXIT_FAILED, checks.EXIT_CONFIG, checks.EXIT_UNREACHABLE) == (
-        cli.EXIT_FAILED,
-        cli.EXIT_CONFIG,
-        cli.EXIT_UNREACHABLE,
-    )
 
 
 @pytest.mark.slow
@@ -285,7 +281,7 @@ def test_a_running_worker_and_beats_heartbeat_are_seen(check, sim, tasks_url, re
         node.wait_ready(c)
         c.send_task("kraken_pay.dispatch_due", queue=queue)  # as beat would; no result kept
         store = redis.Redis.from_url(tasks_url)
-        heartbeat = checks.HEARTBEAT_KEY.format(prefix="kraken")
+        heartbeat = HEARTBEAT_KEY.format(prefix="kraken")
         wait_for(lambda: store.exists(heartbeat), 30, "the heartbeat")
         result = check(
             KRAKEN_API_URL=sim.url,

@@ -34,7 +34,8 @@ from tasks_support import (
 
 from kraken.pay import Credentials, normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
-from tasks import cli, standalone
+from kraken_pay_cli import cli
+from tasks import standalone
 from tasks.celery import app
 
 KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
@@ -434,7 +435,7 @@ def test_check_reports_an_unreachable_rabbitmq(check, sim, redis_url, demo_key):
 
 def test_check_fails_on_clock_skew_with_status_1(check, sim, redis_url, demo_key, monkeypatch):
     real_time = time.time
-    monkeypatch.setattr(cli.time, "time", lambda: real_time() - 30)  # this host is 30 s late
+    monkeypatch.setattr(time, "time", lambda: real_time() - 30)  # this host is 30 s late
     result = check(KRAKEN_API_URL=sim.url, REDIS_URL=redis_url, **demo_key)
     assert result.exit_code == 1
     assert re.search(r"FAIL  clock        this host is 30\.\d{3}s behind Redis", result.stdout)
@@ -469,12 +470,24 @@ def test_the_simulator_command_serves_until_ctrl_c():
         proc.wait()
 
 
-def test_the_simulator_on_a_busy_port_is_one_line_and_status_4(sim):
+def test_the_simulator_on_a_busy_port_is_one_line_as_python_m_kraken_pay_simulator(sim):
     completed = kraken_pay("simulator", "--port", str(sim.port))
-    assert completed.returncode == 4
-    assert one_error_line(completed).startswith(
-        f"kraken-pay: cannot listen on 127.0.0.1:{sim.port}"
+    own = subprocess.run(
+        [sys.executable, "-m", "kraken.pay.simulator", "--port", str(sim.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+    assert completed.returncode == own.returncode != 0
+    assert one_error_line(completed) == one_error_line(own)
+    assert one_error_line(completed).startswith(f"cannot listen on 127.0.0.1:{sim.port}")
+
+
+def test_the_simulator_command_is_the_simulators_own_help_included():
+    completed = kraken_pay("simulator", "--help")
+    assert completed.returncode == 0
+    for option in ("--port", "--seed", "--nonce-window", "--latency", "--webhook"):
+        assert option in completed.stdout
 
 
 # ----------------------------------------------------------------------------- reading input

@@ -11,8 +11,8 @@ import tracemalloc
 
 import pytest
 
-from tasks import cli, idfile
-from tasks.idfile import InputError, Problems
+from kraken_pay_cli import cli, idfile
+from kraken_pay_cli.idfile import InputError, Problems
 
 
 def read(data: bytes, column: str | None = None, **options) -> tuple[list[str], Problems]:
@@ -132,7 +132,7 @@ def test_dev_zero_is_refused_at_the_byte_cap_in_bounded_memory():
 _TEN_MILLION = textwrap.dedent(
     """
     import io, sys
-    from tasks.idfile import Problems, iter_ids
+    from kraken_pay_cli.idfile import Problems, iter_ids
 
     BLOCK = (b"AAAAAAAAAAE\\n" + b"not an id!\\n" + b"# comment\\n" * 48 + b"\\n" * 50) * 100
 

@@ -12,9 +12,9 @@ from tasks_support import pay_error
 
 from kraken.pay import normalize_external_id
 from kraken.pay.errors import TransportError
+from kraken_pay_cli.local import redis_server
 from tasks import KrakenPayTask
 from tasks.celery import app
-from tasks.embedded import redis_server
 from tasks.ledger import Ledger, NotRecorded, ledger_for, override
 from tasks.schedule import schedule_cancel
 from tasks.settings import forget

@@ -18,10 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from tasks_support import client_app, redis_db, unique
 from webhook_support import JwksServer, Key, claims
 
+from kraken_pay_cli.local import databases
 from tasks.contrib import receiver
 from tasks.settings import Settings, override
 
-BROKER_DB = 13
+BROKER_DB = databases.TEST_BROKER
 SUCCESS = {"code": "Success"}
 
 Post = Callable[[bytes], tuple[int, dict]]

@@ -14,13 +14,14 @@ from tasks_support import redis_db
 
 from kraken.pay import InvalidExternalId, normalize_external_id
 from kraken.pay.errors import ConfigurationError
+from kraken_pay_cli.local import databases
 from tasks import schedule
 from tasks.celery import app
 from tasks.ledger import Ledger
 from tasks.schedule import schedule_cancel, scheduled, unschedule_cancel
 
 EID = "AAAAAAAAAAE"
-SCHEDULE_DB = 11  # no worker of another test claims ids from this database
+SCHEDULE_DB = databases.TEST_SCHEDULE  # no worker of another test claims ids from this database
 
 
 @pytest.fixture

@@ -29,11 +29,13 @@ from tasks_support import (
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import SimulatorThread
+from kraken_pay_cli.local import databases
 from tasks.celery import app
 from tasks.ledger import Ledger
 from tasks.schedule import schedule_cancel
 
-BEAT_DB = 11  # broker and schedule of this module alone (and of test_schedule.py's race)
+# The broker and schedule of this module alone (and of test_schedule.py's race).
+BEAT_DB = databases.TEST_SCHEDULE
 QUEUE = "kraken_pay"  # where beat sends dispatch_due, and where its bulk goes
 LATE_AT_MOST = 2.0  # seconds after its due time that a scheduled cancellation may happen
 
