@@ -1,7 +1,8 @@
 """``kraken-pay simulator``: the simulator's own command line, ``python -m kraken.pay.simulator``.
 
 Every argument, ``--help`` included, goes to :func:`kraken.pay.simulator.cli.main` as it is,
-so the two commands never differ; its exit status is that command's.
+so the two commands never differ but in the name their messages start with; its exit
+status is that command's.
 """
 
 from __future__ import annotations
@@ -29,4 +30,4 @@ def simulator(args: tuple[str, ...]) -> int:
     """
     from kraken.pay.simulator.cli import main
 
-    return main(list(args))
+    return main(list(args), prog="kraken-pay simulator")

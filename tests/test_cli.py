@@ -35,6 +35,7 @@ from tasks_support import (
 from kraken.pay import Credentials, normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from kraken_pay_cli import cli
+from kraken_pay_cli.app import EXIT_UNREACHABLE
 from tasks import standalone
 from tasks.celery import app
 
@@ -478,9 +479,12 @@ def test_the_simulator_on_a_busy_port_is_one_line_as_python_m_kraken_pay_simulat
         text=True,
         timeout=60,
     )
-    assert completed.returncode == own.returncode != 0
-    assert one_error_line(completed) == one_error_line(own)
-    assert one_error_line(completed).startswith(f"cannot listen on 127.0.0.1:{sim.port}")
+    assert completed.returncode == own.returncode == EXIT_UNREACHABLE
+    busy = f"cannot listen on 127.0.0.1:{sim.port}"
+    assert one_error_line(own).startswith(f"python -m kraken.pay.simulator: {busy}")
+    assert one_error_line(completed) == one_error_line(own).replace(
+        "python -m kraken.pay.simulator", "kraken-pay simulator"
+    )
 
 
 def test_the_simulator_command_is_the_simulators_own_help_included():
