@@ -86,6 +86,8 @@ def sim() -> Iterator[SimulatorThread]:
         (["unschedule", EID], {"REDIS_URL": NOWHERE}, EXIT_UNREACHABLE, "kraken-pay: "),
         (["demo", "--requests", "0"], {}, EXIT_USAGE, "Invalid value for '--requests'"),
         (["check", "--max-skew", "-1"], {}, EXIT_USAGE, "Invalid value for '--max-skew'"),
+        (["simulator", "--bogus"], {}, EXIT_USAGE, "unrecognized arguments: --bogus"),
+        (["simulator", "--port", "abc"], {}, EXIT_USAGE, "argument --port: invalid int"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from kraken.pay.simulator.options import SimulatorOptions
 from kraken.pay.simulator.server import Simulator
@@ -219,8 +219,15 @@ def _keys(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str
     return dict(zip(keys, secrets, strict=True))
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad usage is one line naming the argument and the rule, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (--help for usage)\n")
+
+
 def _parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=prog or "python -m kraken.pay.simulator",
         description="A local Kraken Pay server for tests, demos and benchmarks.",
         epilog=f"Environment: {KEY_ENV} and {SECRET_ENV}, a key pair to accept.",
