@@ -7,7 +7,7 @@ Starts a simulator process, ``--nodes`` ``celery -A tasks worker`` nodes (prefor
 ``cancel_request.delay()`` calls and ``--n`` ``tasks.noop`` calls, each from the first
 ``delay()`` to the last result. The ratio (cancels/s over no-ops/s) is what talking to Kraken
 costs on top of Celery itself: the per-key ordering lock and nonce from Redis, signing, the
-HTTP round trip on a kept-alive connection. Aim: >= 0.7.
+HTTP round trip on a kept-alive connection. Aims (issue 11): serial >= 0.8, window >= 0.9.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tasks.celery import app
 
 noop = app.tasks["kraken_pay.noop"]
 
-AIM = 0.7
+AIMS = {"serial": 0.8, "window": 0.9}
 
 
 def _warm(nodes: list[Worker]) -> None:
@@ -124,7 +124,7 @@ def main() -> None:
                 str(args.n),
                 f"{cancel_rate:,.0f}",
                 f"{cancel_rate / noop_rate:.2f}",
-                f">= {AIM}",
+                f">= {AIMS[args.ordering]}",
             ),
         ]
     )
