@@ -6,6 +6,7 @@ Each benchmark runs as ``python bench/NAME.py``: Python puts bench/ first on the
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -83,3 +84,31 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+NONCE_WINDOW_NS = 60 * 10**9  # window mode is for keys with a nonce window set at Kraken
+
+
+def add_ordering(parser: argparse.ArgumentParser) -> None:
+    """``--ordering serial|window``: the workers' KRAKEN_ORDERING."""
+    parser.add_argument(
+        "--ordering",
+        choices=("serial", "window"),
+        default="serial",
+        help="KRAKEN_ORDERING of the workers (window: the simulator gets a nonce window)",
+    )
+
+
+def simulator_args(ordering: str) -> tuple[str, ...]:
+    """The simulator's arguments for ``ordering``: a nonce window for window mode."""
+    return ("--nonce-window", str(NONCE_WINDOW_NS)) if ordering == "window" else ()
+
+
+def send_to(app, broker: str, queue: str) -> None:
+    """This process's tasks, ours included, go to ``queue`` on ``broker``.
+
+    ``cancel_request`` and ``bulk_cancel`` carry their own queue option, read from
+    KRAKEN_QUEUE, so ``task_default_queue`` alone would send them to ``kraken_pay``.
+    """
+    app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
+    os.environ["KRAKEN_QUEUE"] = queue

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -27,11 +26,14 @@ from pathlib import Path
 from _support import (
     REPO,
     Stopwatch,
+    add_ordering,
     broker_url,
     print_table,
     rate,
     redis_url,
+    send_to,
     sim_call,
+    simulator_args,
     simulator_process,
 )
 from celery.result import ResultSet
@@ -101,14 +103,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000, help="ids for the throughput runs")
     parser.add_argument("--big", type=int, default=100_000, help="ids for the second memory run")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes of the node")
-    parser.add_argument(
-        "--ordering",
-        choices=("serial", "window"),
-        default="serial",
-        help="KRAKEN_ORDERING of the workers (window: the simulator gets a nonce window)",
-    )
+    add_ordering(parser)
     args = parser.parse_args()
-    sim_args = ("--nonce-window", str(60 * 10**9)) if args.ordering == "window" else ()
+    sim_args = simulator_args(args.ordering)
 
     queue = f"bench-bulk-{uuid.uuid4().hex[:8]}"
     with (
@@ -117,8 +114,7 @@ def main() -> None:
         simulator_process(*sim_args) as sim_url,
     ):
         broker = broker_url(nonce_url)
-        app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
-        os.environ["KRAKEN_QUEUE"] = queue  # the tasks' own queue option reads it
+        send_to(app, broker, queue)
         env = worker_env(
             sim_url, nonce_url, broker_url=broker, tuning={}, KRAKEN_ORDERING=args.ordering
         )

@@ -27,7 +27,15 @@ import uuid
 
 import aiohttp
 import redis.asyncio as aioredis
-from _support import Stopwatch, print_table, rate, redis_url, sim_call, simulator_process
+from _support import (
+    NONCE_WINDOW_NS,
+    Stopwatch,
+    print_table,
+    rate,
+    redis_url,
+    sim_call,
+    simulator_process,
+)
 
 from kraken.pay import ClockNonce, Credentials, KrakenPayClient, RedisNonce, normalize_external_id
 from kraken.pay.client import CANCEL_REQUEST_PATH
@@ -36,7 +44,6 @@ from kraken.pay.simulator.pay import KrakenPay
 from kraken.pay.simulator.state import Counters
 from kraken_pay_cli.local import redis_server
 
-NONCE_WINDOW_NS = 60 * 10**9  # window mode is for keys with a nonce window set at Kraken
 SIDES = ("plain", "clock", "redis")
 
 

@@ -13,7 +13,6 @@ HTTP round trip on a kept-alive connection. Aims (issue 11): serial >= 0.8, wind
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -21,7 +20,18 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from _support import REPO, broker_url, print_table, rate, redis_url, sim_call, simulator_process
+from _support import (
+    REPO,
+    add_ordering,
+    broker_url,
+    print_table,
+    rate,
+    redis_url,
+    send_to,
+    sim_call,
+    simulator_args,
+    simulator_process,
+)
 from celery.result import ResultSet
 
 from kraken.pay import normalize_external_id
@@ -53,14 +63,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per node")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
-    parser.add_argument(
-        "--ordering",
-        choices=("serial", "window"),
-        default="serial",
-        help="KRAKEN_ORDERING of the workers (window: the simulator gets a nonce window)",
-    )
+    add_ordering(parser)
     args = parser.parse_args()
-    sim_args = ("--nonce-window", str(60 * 10**9)) if args.ordering == "window" else ()
+    sim_args = simulator_args(args.ordering)
 
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     with (
@@ -69,8 +74,7 @@ def main() -> None:
         simulator_process(*sim_args) as sim_url,
     ):
         broker = broker_url(nonce_url)
-        app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
-        os.environ["KRAKEN_QUEUE"] = queue  # cancel_request's own queue option reads it
+        send_to(app, broker, queue)
         # Measure the path, not Kraken's Starter-tier budget (worker_env turns it off).
         env = worker_env(
             sim_url, nonce_url, broker_url=broker, tuning={}, KRAKEN_ORDERING=args.ordering
