@@ -298,7 +298,7 @@ class Beat:
 
 # ---------------------------------------------------------------- the example projects
 
-DRIVER = Path(__file__).with_name("hosts") / "driver.py"
+DRIVER = Path(__file__).parent / "integration" / "hosts" / "driver.py"
 PROJECT_BROKER_DB, PROJECT_BACKEND_DB, LIBRARY_DB = 10, 11, 9
 
 

@@ -19,11 +19,11 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from tasks_support import REPO
 from yarl import URL
 
 from kraken.pay.errors import PayRequestError, parse_response
@@ -36,7 +36,7 @@ from kraken.pay.simulator.state import NonceGuard
 
 CANCEL = "/0/private/Pay/request/cancel"
 OK = {"error": [], "result": {}}
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 OTHER_SECRET = base64.b64encode(bytes(range(64))).decode()
 
 _nonces = itertools.count(1)  # simulators are fresh per test, so any increasing source works

@@ -17,12 +17,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from tasks_support import REPO
+from webhook_support import await_until
 
 from kraken.pay import Credentials, KrakenPayClient, normalize_external_id
 from kraken.pay.errors import PayRequestError
@@ -34,9 +35,8 @@ from kraken.pay.webhooks import (
     aiohttp_handler,
     receive,
 )
-from tests.webhook_support import await_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 def new_id() -> str:

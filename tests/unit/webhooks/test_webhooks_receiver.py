@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from webhook_support import JwksServer, Key, claims
 
 from kraken.pay.webhooks import (
     MAX_BODY_BYTES,
@@ -21,7 +22,6 @@ from kraken.pay.webhooks import (
     areceive,
     receive,
 )
-from tests.webhook_support import JwksServer, Key, claims
 
 UNREACHABLE_JWKS = "http://127.0.0.1:9/.well-known/pay-callback-keys.json"  # discard port: refused
 

@@ -20,9 +20,9 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from webhook_support import JwksServer, Key, claims, jwks
 
 from kraken.pay import InvalidCallback, PayCallback, PayCallbackVerifier
-from tests.webhook_support import JwksServer, Key, claims, jwks
 
 
 def b64(data: bytes | dict[str, Any]) -> str:
