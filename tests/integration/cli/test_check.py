@@ -1,67 +1,68 @@
-"""``kraken-pay check`` proves the key with a signed call from the workers' nonce sequence,
-and says whether workers and beat run and whether Redis keeps what it holds."""
+"""``kraken-pay check``: it proves the key with a signed call from the workers' nonce sequence,
+says whether Redis, the broker, the API, the clock, workers and beat are there and whether
+Redis keeps what it holds, never shows a secret, and exits with the status of the worst
+finding. Each test runs the command in this process (Click's runner) with exactly the
+environment it gives, against the simulator and the test Redis.
+
+What the findings mean without any service: unit/cli/test_check_findings.py.
+"""
 
 from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 from click.testing import CliRunner
-from tasks_support import (
-    BROKER_DB,
-    TASKS_DB,
-    Worker,
-    client_app,
-    redis_db,
-    unique,
-    wait_for,
-    worker_env,
-    workers,
-)
+from command_support import NO_API
+from tasks_support import RABBITMQ_URL, unique, wait_for
 
 from kraken.pay import Credentials, RedisNonce
-from kraken.pay.errors import KrakenError, parse_response
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import checks, cli, standalone
-from tasks.celery import app
 
 SHORT_SECRET = base64.b64encode(b"only 24 bytes of secret").decode()
 OTHER_SECRET = base64.b64encode(bytes(range(64))).decode()
+NOT_BASE64 = "s3cr3t-value-that-is-not-base64!!"
+NOWHERE = "redis://:hunter2@127.0.0.1:1/0"  # nothing listens on port 1
+DEMO_KEY = {"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": DEMO_API_SECRET}
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    keys = {DEMO_API_KEY: DEMO_API_SECRET, "short-key": SHORT_SECRET}
-    with SimulatorThread(keys=keys, nonce_window=0) as simulator:
-        yield simulator
+def sim_options() -> dict[str, Any]:
+    """The demo key, and a key whose secret is shorter than Kraken's."""
+    return {"keys": {DEMO_API_KEY: DEMO_API_SECRET, "short-key": SHORT_SECRET}}
 
 
 @pytest.fixture
-def tasks_url(redis_url: str) -> str:
-    url = redis_db(redis_url, TASKS_DB)
-    redis.Redis.from_url(url).flushdb()
-    return url
+def tasks_url(tasks_redis_url: str) -> str:
+    """The workers' Redis, emptied: no nonce drawn before the test."""
+    redis.Redis.from_url(tasks_redis_url).flushdb()
+    return tasks_redis_url
 
 
 @pytest.fixture
-def check(monkeypatch, redis_url):
+def check(monkeypatch: pytest.MonkeyPatch, broker_url: str) -> Iterator[Callable[..., Any]]:
     """``check(**env)``: ``kraken-pay check`` in this process with exactly that environment
-    (the broker on the test Redis, a queue no worker consumes unless the test says so)."""
+    (by default: no API, the test broker, a queue no worker consumes)."""
 
     def run(**env: str):
         for name in list(os.environ):
             if name.startswith(("KRAKEN_", "CELERY_")) or name == "REDIS_URL":
                 monkeypatch.delenv(name)
         defaults = {
-            "CELERY_BROKER_URL": redis_db(redis_url, BROKER_DB),
+            "KRAKEN_API_URL": NO_API,
+            "CELERY_BROKER_URL": broker_url,
             "KRAKEN_QUEUE": unique("q-check"),
         }
         for name, value in (defaults | env).items():
             monkeypatch.setenv(name, value)
-        standalone.reset()
+        standalone.reset()  # the command reads its configuration afresh, as a new process
         return CliRunner().invoke(cli.cli, ["check"])
 
     yield run
@@ -152,23 +153,6 @@ def test_another_keys_secret_is_a_refused_signature_with_status_3(check, sim, ta
     assert OTHER_SECRET not in result.output
 
 
-@pytest.mark.parametrize(
-    ("error", "says"),
-    [
-        ("EGeneral:Permission denied", "permission: the key lacks 'Funds permissions - Query'"),
-        ("EAPI:Feature disabled", "permission: Kraken Pay is disabled"),
-        ("EAPI:Invalid key", "refused key"),
-        ("EAPI:Invalid signature", "refused signature"),
-    ],
-)
-def test_each_authentication_error_names_what_to_fix(error, says):
-    with pytest.raises(KrakenError) as caught:
-        parse_response(200, f'{{"error": ["{error}"]}}'.encode(), {})
-    finding = checks._refusal("https://api.kraken.com", caught.value)
-    assert finding.failure == 3
-    assert says in finding.detail
-
-
 def test_a_secret_shorter_than_krakens_is_a_warning_not_a_failure(check, sim, tasks_url):
     result = check(
         KRAKEN_API_URL=sim.url,
@@ -200,7 +184,7 @@ def test_no_redis_means_no_call_at_all(check, sim):
 
 
 def test_no_worker_and_no_beat_are_warnings_and_redis_and_broker_are_named(
-    check, sim, tasks_url, redis_url
+    check, sim, tasks_url, broker_url
 ):
     result = check(
         KRAKEN_API_URL=sim.url,
@@ -214,7 +198,7 @@ def test_no_worker_and_no_beat_are_warnings_and_redis_and_broker_are_named(
     assert "q-nobody-consumes" in line(result.output, "workers")
     assert "dispatch_due never ran" in line(result.output, "beat")
     assert tasks_url in line(result.output, "redis")
-    assert redis_db(redis_url, BROKER_DB) in line(result.output, "broker")
+    assert broker_url in line(result.output, "broker")
     assert result.output.splitlines()[-1].startswith("works, ")
 
 
@@ -231,88 +215,24 @@ def test_a_redis_without_aof_is_a_warning(check, sim, tasks_url):
     assert line(result.output, "persistence").startswith("warn  persistence  no AOF")
 
 
-class FakeInfo:
-    def __init__(self, aof: int, policy: str) -> None:
-        self.sections = {
-            "persistence": {"aof_enabled": aof},
-            "memory": {"maxmemory_policy": policy},
-        }
-
-    def info(self, section: str) -> dict:
-        return self.sections[section]
-
-
-def test_allkeys_eviction_is_a_warning_and_aof_with_noeviction_is_fine():
-    evicting = checks.check_redis_safety(FakeInfo(1, "allkeys-lru"))
-    assert [(f.name, f.warning) for f in evicting] == [("persistence", False), ("eviction", True)]
-    assert "allkeys-lru may evict" in evicting[1].detail
-    safe = checks.check_redis_safety(FakeInfo(1, "noeviction"))
-    assert not any(f.warning for f in safe)
-
-
-def test_every_command_notes_the_default_redis(monkeypatch, capsys):
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setattr(cli, "_noted", set())
-    standalone.reset()
-    try:
-        cli._settings()
-        cli._settings()
-    finally:
-        monkeypatch.undo()
-        standalone.reset()
-    err = capsys.readouterr().err.splitlines()
-    assert err == ["kraken-pay: note: REDIS_URL is not set; using redis://127.0.0.1:6379/0"]
-
-
-def test_the_exit_statuses_are_the_commands():
-    assert (checks.EXIT_FAILED, checks.EXIT_CONFIG, checks.EXIT_UNREACHABLE) == (
-        cli.EXIT_FAILED,
-        cli.EXIT_CONFIG,
-        cli.EXIT_UNREACHABLE,
-    )
-
-
-@pytest.mark.slow
-def test_a_running_worker_and_beats_heartbeat_are_seen(check, sim, tasks_url, redis_url, tmp_path):
-    queue = unique("q-check-worker")
-    broker = redis_db(redis_url, BROKER_DB)
-    env = worker_env(sim_url=sim.url, redis_url=tasks_url, broker_url=broker)
-    node = Worker(env | {"KRAKEN_API_SECRET": DEMO_API_SECRET}, queue, tmp_path)
-    with (
-        client_app(app, broker_url=broker, result_backend=broker, task_default_queue=queue) as c,
-        workers(node),
-    ):
-        node.wait_ready(c)
-        c.send_task("kraken_pay.dispatch_due", queue=queue)  # as beat would; no result kept
+def test_a_running_worker_and_beats_heartbeat_are_seen(
+    check, sim, tasks_url, environment, client, queue, running_worker
+):
+    with running_worker(environment) as node:
+        client.send_task("kraken_pay.dispatch_due", queue=queue)  # as beat would; no result kept
         store = redis.Redis.from_url(tasks_url)
         heartbeat = checks.HEARTBEAT_KEY.format(prefix="kraken")
         wait_for(lambda: store.exists(heartbeat), 30, "the heartbeat")
-        result = check(
-            KRAKEN_API_URL=sim.url,
-            REDIS_URL=tasks_url,
-            CELERY_BROKER_URL=broker,
-            KRAKEN_API_KEY=DEMO_API_KEY,
-            KRAKEN_API_SECRET=DEMO_API_SECRET,
-            KRAKEN_QUEUE=queue,
-        )
+        result = check(KRAKEN_API_URL=sim.url, REDIS_URL=tasks_url, KRAKEN_QUEUE=queue, **DEMO_KEY)
     assert result.exit_code == 0, result.output
     serving = f"ok    workers      1 consume {queue}: {node.hostname}"
     assert line(result.output, "workers") == serving
     assert line(result.output, "beat").startswith("ok    beat         dispatch_due ran ")
 
 
-@pytest.mark.slow
-def test_a_worker_warns_at_start_about_a_short_secret(sim, tasks_url, redis_url, tmp_path):
-    queue = unique("q-short")
-    broker = redis_db(redis_url, BROKER_DB)
-    env = worker_env(sim_url=sim.url, redis_url=tasks_url, broker_url=broker)
-    env |= {"KRAKEN_API_KEY": "short-key", "KRAKEN_API_SECRET": SHORT_SECRET}
-    node = Worker(env, queue, tmp_path)
-    with (
-        client_app(app, broker_url=broker, result_backend=broker, task_default_queue=queue) as c,
-        workers(node),
-    ):
-        node.wait_ready(c)
+def test_a_worker_warns_at_start_about_a_short_secret(tasks_url, environment, running_worker):
+    env = environment | {"KRAKEN_API_KEY": "short-key", "KRAKEN_API_SECRET": SHORT_SECRET}
+    with running_worker(env) as node:
         wait_for(lambda: "decodes to 23 bytes" in node.log(), 10, "the warning")
     warning = [text for text in node.log().splitlines() if "decodes to 23 bytes" in text]
     assert warning == [
@@ -320,3 +240,90 @@ def test_a_worker_warns_at_start_about_a_short_secret(sim, tasks_url, redis_url,
         "decode to 64 (is it cut short, or another service's?)"
     ]
     assert SHORT_SECRET not in node.log()
+
+
+# ----------------------------------------------------------------------------- what it says
+
+
+def test_check_passes_when_all_is_well_and_never_prints_the_secret(check, sim, tasks_url):
+    result = check(KRAKEN_API_URL=sim.url, REDIS_URL=tasks_url, **DEMO_KEY)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[:5]] == [
+        ["ok", "credentials"],
+        ["ok", "redis"],
+        ["ok", "broker"],
+        ["ok", "api"],
+        ["ok", "clock"],
+    ]
+    assert "KRAKEN_API_SECRET decodes to 64 bytes" in lines[0]
+    assert "accepted" in lines[3]  # a signed call, answered "not found"
+    assert lines[-1] == "all is well" or lines[-1].startswith("works, ")  # warnings: no worker
+    assert DEMO_API_SECRET not in result.output
+
+
+def test_check_reports_missing_credentials_with_status_3(check, sim, tasks_url):
+    result = check(KRAKEN_API_URL=sim.url, REDIS_URL=tasks_url)
+    assert result.exit_code == 3
+    assert "FAIL  credentials  KRAKEN_API_KEY: is not set" in result.stdout
+    assert result.stdout.splitlines()[-1] == "1 problem(s): credentials"
+
+
+def test_check_reports_an_undecodable_secret_without_showing_it(check, sim, tasks_url):
+    result = check(
+        KRAKEN_API_URL=sim.url,
+        REDIS_URL=tasks_url,
+        KRAKEN_API_KEY=DEMO_API_KEY,
+        KRAKEN_API_SECRET=NOT_BASE64,
+    )
+    assert result.exit_code == 3
+    assert "FAIL  credentials  KRAKEN_API_SECRET: must be the base64 text" in result.stdout
+    assert NOT_BASE64 not in result.output
+
+
+def test_check_reports_what_cannot_be_reached_with_status_4(check):
+    # KRAKEN_API_URL: nothing listens
+    result = check(REDIS_URL=NOWHERE, CELERY_BROKER_URL=NOWHERE, **DEMO_KEY)
+    assert result.exit_code == 4
+    failed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed == ["redis", "broker", "api"]
+    assert "clock" not in result.stdout  # no Redis, no clock to compare with
+    assert "hunter2" not in result.output
+
+
+def test_a_configuration_problem_outranks_an_unreachable_service(check):
+    result = check(REDIS_URL=NOWHERE)
+    assert result.exit_code == 3
+
+
+def test_check_reaches_a_rabbitmq_broker(check, sim, tasks_url):
+    result = check(
+        KRAKEN_API_URL=sim.url, REDIS_URL=tasks_url, CELERY_BROKER_URL=RABBITMQ_URL, **DEMO_KEY
+    )
+    assert result.exit_code == 0, result.output
+    assert "ok    broker       amqp://guest:***@127.0.0.1:5672// answers" in result.stdout
+
+
+def test_check_reports_an_unreachable_rabbitmq(check, sim, tasks_url):
+    result = check(
+        KRAKEN_API_URL=sim.url,
+        REDIS_URL=tasks_url,
+        CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:1//",
+        **DEMO_KEY,
+    )
+    assert result.exit_code == 4
+    assert "FAIL  broker       amqp://guest:***@127.0.0.1:1// does not answer" in result.stdout
+
+
+def test_check_fails_on_clock_skew_with_status_1(check, sim, tasks_url, monkeypatch):
+    real_time = time.time
+    monkeypatch.setattr(cli.time, "time", lambda: real_time() - 30)  # this host is 30 s late
+    result = check(KRAKEN_API_URL=sim.url, REDIS_URL=tasks_url, **DEMO_KEY)
+    assert result.exit_code == 1
+    assert re.search(r"FAIL  clock        this host is 30\.\d{3}s behind Redis", result.stdout)
+
+
+def test_check_refuses_a_malformed_setting_with_status_3(check):
+    result = check(KRAKEN_TIMEOUT="soon")
+    assert result.exit_code == 3
+    assert "FAIL  settings     KRAKEN_TIMEOUT: must be a number of seconds" in result.stdout

@@ -9,15 +9,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tasks_support import BROKER_DB, REPO, TASKS_DB, Worker, redis_db, unique, wait_for
-from tasks_support import worker_env as base_env
+from command_support import KRAKEN_PAY, clean_env, run
+from tasks_support import Worker, wait_for
 
 from kraken.pay import normalize_external_id
-from kraken.pay.simulator import SimulatorThread
 
 pytest.importorskip("django_celery_results")  # in the test extra; absent only outside it
 
-KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
 SETTINGS = """
 SECRET_KEY = "tests"
 INSTALLED_APPS = ["django_celery_results"]
@@ -39,48 +37,27 @@ def django_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.slow
-def test_cancel_wait_reads_outcomes_from_a_django_db_backend(django_env, redis_url, tmp_path):
-    queue = unique("q-django-results")
-    with SimulatorThread() as sim:
-        env = base_env(
-            sim_url=sim.url,
-            redis_url=redis_db(redis_url, TASKS_DB),
-            broker_url=redis_db(redis_url, BROKER_DB),
-        )
-        env |= django_env | {"CELERY_RESULT_BACKEND": "django-db", "KRAKEN_QUEUE": queue}
-        eid = normalize_external_id(uuid.uuid4())
-        sim.create_requests([eid])
-        node = Worker(env, queue, tmp_path).start()
-        try:
-            wait_for(lambda: " ready." in node.log(), 60, f"the worker:\n{node.log()}")
-            completed = subprocess.run(
-                [KRAKEN_PAY, "cancel", "--wait", "--timeout", "30", eid],
-                cwd=REPO,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-        finally:
-            node.stop()
+def test_cancel_wait_reads_outcomes_from_a_django_db_backend(
+    django_env, sim, environment, queue, log_dir
+):
+    env = environment | django_env | {"CELERY_RESULT_BACKEND": "django-db", "KRAKEN_QUEUE": queue}
+    eid = normalize_external_id(uuid.uuid4())
+    sim.create_requests([eid])
+    node = Worker(env, queue, log_dir).start()
+    try:
+        wait_for(lambda: " ready." in node.log(), 60, f"the worker:\n{node.log()}")
+        completed = run([KRAKEN_PAY, "cancel", "--wait", "--timeout", "30", eid], env)
+    finally:
+        node.stop()
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert completed.stdout.split()[:2] == [eid, "cancelled"]
     assert "Traceback" not in completed.stderr
 
 
 def test_a_django_db_backend_without_django_settings_is_one_line(redis_url):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
-    env |= {"REDIS_URL": redis_url, "CELERY_RESULT_BACKEND": "django-db"}
+    env = clean_env(REDIS_URL=redis_url, CELERY_RESULT_BACKEND="django-db")
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    completed = subprocess.run(
-        [KRAKEN_PAY, "cancel", "--wait", "AAAAAAAAAAE"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = run([KRAKEN_PAY, "cancel", "--wait", "AAAAAAAAAAE"], env)
     assert completed.returncode == 3
     assert completed.stderr.strip() == (
         "kraken-pay: CELERY_RESULT_BACKEND: django-db needs DJANGO_SETTINGS_MODULE (the Django "

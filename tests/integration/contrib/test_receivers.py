@@ -15,13 +15,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
-from tasks_support import client_app, redis_db, unique
+from tasks_support import client_app, unique
 from webhook_support import JwksServer, Key, claims
 
 from tasks.contrib import receiver
 from tasks.settings import Settings, override
 
-BROKER_DB = 13
 SUCCESS = {"code": "Success"}
 
 Post = Callable[[bytes], tuple[int, dict]]
@@ -39,15 +38,15 @@ def jwks(key) -> Iterator[JwksServer]:
 
 
 @pytest.fixture
-def queue(redis_url, jwks) -> Iterator[tuple[str, redis.Redis]]:
-    """The standalone app on a real broker, with its own queue and the test JWKS."""
+def callbacks(broker_url, redis_url, jwks) -> Iterator[tuple[str, redis.Redis]]:
+    """The standalone app on the test broker, with a queue of this test alone and the test
+    JWKS: the queue's name, and a client of the broker to read it."""
     from tasks.celery import app
 
-    broker = redis_db(redis_url, BROKER_DB)
     name = unique("callbacks")
-    with client_app(app, broker_url=broker, result_backend=broker, task_default_queue=name):
+    with client_app(app, broker_url=broker_url, result_backend=broker_url, task_default_queue=name):
         override(app, Settings(queue=name, jwks_url=jwks.url, redis_url=redis_url))
-        client = redis.Redis.from_url(broker)
+        client = redis.Redis.from_url(broker_url)
         try:
             yield name, client
         finally:
@@ -66,9 +65,9 @@ def dead_broker(jwks) -> Iterator[None]:
         yield
 
 
-def queued(queue: tuple[str, redis.Redis]) -> list[dict]:
+def queued(callbacks: tuple[str, redis.Redis]) -> list[dict]:
     """The handle_callback messages on the queue: their task name and argument."""
-    name, client = queue
+    name, client = callbacks
     found = []
     for raw in client.lrange(name, 0, -1):
         message = json.loads(raw)
@@ -138,10 +137,10 @@ def post(request) -> Post:
     return FRAMEWORKS[request.param]()
 
 
-def test_a_verified_notification_is_answered_200_and_queued_once(post, key, queue):
+def test_a_verified_notification_is_answered_200_and_queued_once(post, key, callbacks):
     token = key.sign(claims("GSoAAAAAAAA", "cancelled", None))
     assert post(token.encode()) == (200, SUCCESS)
-    [message] = queued(queue)
+    [message] = queued(callbacks)
     assert message["task"] == "kraken_pay.handle_callback"
     assert message["callback"]["external_id"] == "GSoAAAAAAAA"
     assert message["callback"]["status"] == "cancelled"
@@ -158,16 +157,18 @@ def test_a_verified_notification_is_answered_200_and_queued_once(post, key, queu
         (lambda key: "not a token", "not_a_jwt"),
     ],
 )
-def test_a_forged_notification_is_answered_400_and_queues_nothing(post, key, queue, forge, reason):
+def test_a_forged_notification_is_answered_400_and_queues_nothing(
+    post, key, callbacks, forge, reason
+):
     status, body = post(forge(key).encode())
     assert (status, body["reason"]) == (400, reason)
-    assert queued(queue) == []
+    assert queued(callbacks) == []
 
 
-def test_a_body_past_the_bound_is_answered_413(post, queue):
+def test_a_body_past_the_bound_is_answered_413(post, callbacks):
     status, body = post(b"x" * (receiver.MAX_BODY_BYTES + 1))
     assert (status, body) == (413, {"error": "body: must be at most 9216 bytes"})
-    assert queued(queue) == []
+    assert queued(callbacks) == []
 
 
 def test_a_notification_that_cannot_be_queued_is_answered_503(post, key, dead_broker):
@@ -176,17 +177,17 @@ def test_a_notification_that_cannot_be_queued_is_answered_503(post, key, dead_br
     assert body == {"error": "queue: the notification could not be queued; send it again"}
 
 
-def test_one_verifier_per_process_fetches_the_keys_once(key, queue, jwks):
+def test_one_verifier_per_process_fetches_the_keys_once(key, callbacks, jwks):
     post = flask_post()
     hits = jwks.hits
     for status in ("cancelled", "expired", "success"):
         assert post(key.sign(claims(status=status)).encode())[0] == 200
     assert receiver.verifier() is receiver.verifier()
     assert jwks.hits - hits <= 1  # none if an earlier test already loaded the key
-    assert len(queued(queue)) == 3
+    assert len(queued(callbacks)) == 3
 
 
-def test_the_django_view_refuses_get(queue):
+def test_the_django_view_refuses_get(callbacks):
     django_post()
     from django.test import RequestFactory
 

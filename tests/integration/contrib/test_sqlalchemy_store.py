@@ -89,11 +89,11 @@ def test_the_relay_sends_a_committed_row_whose_publish_was_lost(engine, queued):
     assert sqlalchemy_store.relay(engine, task) == 0  # its new deadline is ahead
 
 
-def test_the_relay_closes_a_row_the_ledger_has_an_answer_for(engine, queued, _ledger_in_fakeredis):
+def test_the_relay_closes_a_row_the_ledger_has_an_answer_for(engine, queued, ledger):
     eid = new_id()
     with Session(engine) as session, session.begin():
         request_cancellation(session, eid)
-    _ledger_in_fakeredis.close([(eid, {"outcome": "cancelled", "attempts": 1})])
+    ledger.close([(eid, {"outcome": "cancelled", "attempts": 1})])
     past = datetime.now(timezone.utc) - timedelta(seconds=1)
     with engine.begin() as connection:
         connection.execute(update(cancellations).values(deadline=past))

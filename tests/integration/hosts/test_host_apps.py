@@ -12,42 +12,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 
-import pytest
-from tasks_support import PROJECTS, Node, Project, drive, project_env, wait_for
+from tasks_support import Node, drive, wait_for
 
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
-
-pytestmark = pytest.mark.slow
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module", params=sorted(PROJECTS))
-def project(request) -> Project:
-    return PROJECTS[request.param]
-
-
-@pytest.fixture(scope="module")
-def env(project, sim, redis_url, tmp_path_factory) -> dict[str, str]:
-    return project_env(sim.url, redis_url, tmp_path_factory.mktemp(f"{project.kind}-data"))
-
-
-@pytest.fixture(scope="module")
-def worker(project, env, tmp_path_factory) -> Iterator[Node]:
-    """The project's worker, serving its own queue and the library's."""
-    logs = tmp_path_factory.mktemp(f"{project.kind}-logs")
-    node = Node(project, env, logs, "worker", "-Q", "celery,kraken_pay", "-c", "2")
-    try:
-        wait_for(lambda: "ready." in node.log() or node.proc.poll() is not None, 60, "worker")
-        assert node.proc.poll() is None, node.log()[-3000:]
-        yield node
-    finally:
-        node.stop()
+from kraken.pay.simulator import SimulatorThread
 
 
 def cancelled(sim: SimulatorThread, eid: str) -> bool:
@@ -59,7 +27,7 @@ def test_importing_the_library_creates_no_app(project, env):
 
 
 def test_the_views_cancellation_goes_through_the_projects_broker_and_ends_cancelled(
-    project, env, sim, worker
+    project, env, sim, project_worker
 ):
     order = drive(project, env, "order")
     assert order["http"] == 201
@@ -67,20 +35,20 @@ def test_the_views_cancellation_goes_through_the_projects_broker_and_ends_cancel
     assert sim.request(eid)["state"] == "pending"  # created after the id was committed
     assert drive(project, env, "cancel", str(order["id"]))["http"] == 200
     wait_for(lambda: cancelled(sim, eid), 30, "the request cancelled")
-    log = worker.log()
+    log = project_worker.log()
     assert "kraken_pay.cancel_request" in log
     assert "shop.order_cancelled" in log  # the project's own task, beside it
 
 
 def test_the_projects_own_task_still_uses_the_projects_app_after_import_tasks(
-    project, env, worker
+    project, env, project_worker
 ):
     answer = drive(project, env, "own-task")
     assert answer == {"result": {"order_id": 7}, "app": answer["app"]}
     assert answer["app"] != "kraken_pay"
 
 
-def test_bulk_cancel_returns_through_the_projects_result_backend(project, env, sim, worker):
+def test_bulk_cancel_returns_through_the_projects_result_backend(project, env, sim, project_worker):
     ids = [drive(project, env, "order")["payment_external_id"] for _ in range(3)]
     answer = drive(project, env, "bulk", *ids)
     assert answer["summary"]["outcomes"]["cancelled"] == 3
@@ -89,7 +57,7 @@ def test_bulk_cancel_returns_through_the_projects_result_backend(project, env, s
 
 
 def test_a_pool_process_killed_mid_cancel_is_redelivered_and_ends_cancelled(
-    project, env, sim, worker
+    project, env, sim, project_worker
 ):
     order = drive(project, env, "order")
     eid = order["payment_external_id"]
@@ -98,18 +66,16 @@ def test_a_pool_process_killed_mid_cancel_is_redelivered_and_ends_cancelled(
     try:
         drive(project, env, "cancel", str(order["id"]))
         wait_for(lambda: sim.stats()["faults_injected"]["delay"] > before, 30, "the call")
-        for pid in worker.pool_pids():  # whichever process holds it
+        for pid in project_worker.pool_pids():  # whichever process holds it
             os.kill(pid, signal.SIGKILL)
         wait_for(lambda: cancelled(sim, eid), 60, "the redelivered cancellation")
     finally:
         sim.clear_faults()
-    assert worker.proc.poll() is None
-    assert "WorkerLostError" in worker.log()
+    assert project_worker.proc.poll() is None
+    assert "WorkerLostError" in project_worker.log()
 
 
-def test_a_worker_that_does_not_serve_kraken_pay_starts_without_credentials(
-    project, env, tmp_path
-):
+def test_a_worker_that_does_not_serve_kraken_pay_starts_without_credentials(project, env, tmp_path):
     bare = {k: v for k, v in env.items() if not k.startswith("SHOP_KRAKEN_API")}
     node = Node(project, bare, tmp_path, "worker", "-Q", "celery", "-c", "1")
     try:
@@ -129,7 +95,7 @@ def test_a_worker_of_kraken_pay_without_credentials_refuses_in_one_line(project,
 
 
 def test_a_scheduled_cancellation_is_dispatched_by_the_projects_beat(
-    project, env, sim, worker, tmp_path
+    project, env, sim, project_worker, tmp_path
 ):
     order = drive(project, env, "order", SHOP_PAYMENT_EXPIRY="0.5")
     eid = order["payment_external_id"]

@@ -24,26 +24,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-import test_host_apps
-from tasks_support import DRIVER, drive, project_env, wait_for
+from tasks_support import DRIVER, drive, wait_for
 
 from kraken.pay.simulator import SimulatorThread
 from tasks.ledger import Ledger
 
-pytestmark = pytest.mark.slow
-
-# The example projects' fixtures, shared with tests/test_host_apps.py: the simulator, each
-# project in turn, and the project's worker.
-project, sim, worker = test_host_apps.project, test_host_apps.sim, test_host_apps.worker
-
 CALLBACKS = "/kraken/callbacks"
-
-
-@pytest.fixture(scope="module")
-def env(project, sim, redis_url, tmp_path_factory) -> dict[str, str]:
-    """The project's environment, with the simulator's keys for the receiver."""
-    data = tmp_path_factory.mktemp(f"{project.kind}-data")
-    return project_env(sim.url, redis_url, data, SHOP_KRAKEN_JWKS_URL=sim.jwks_url)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +100,9 @@ def confirmed(env: dict[str, str], eid: str, flag: str) -> dict | None:
     return record if record and record.get(flag) else None
 
 
-def test_a_cancellation_ends_confirmed_by_krakens_notification(project, env, sim, worker, web):
+def test_a_cancellation_ends_confirmed_by_krakens_notification(
+    project, env, sim, project_worker, web
+):
     order = drive(project, env, "order")
     eid = order["payment_external_id"]
     acknowledged = sim.stats()["webhooks_acknowledged"]
@@ -124,12 +112,14 @@ def test_a_cancellation_ends_confirmed_by_krakens_notification(project, env, sim
     found = wait_for(lambda: recorded(project, env, eid, 1), 30, "the notification", 0.3)
     assert found["events"] == [["cancelled", None]]
     assert sim.stats()["webhooks_acknowledged"] == acknowledged + 1  # answered 200 at once
-    assert handled_line(eid, "cancelled", True) in worker.log()
+    assert handled_line(eid, "cancelled", True) in project_worker.log()
     record = wait_for(lambda: confirmed(env, eid, "confirmed_by_kraken"), 30, "the ledger")
     assert record["outcome"] == "cancelled"  # the ledger's entry closed, confirmed by Kraken
 
 
-def test_a_payment_delivered_twice_runs_the_shops_reaction_once(project, env, sim, worker, web):
+def test_a_payment_delivered_twice_runs_the_shops_reaction_once(
+    project, env, sim, project_worker, web
+):
     eid = new_order(project, env)
     before = sim.stats()
     sim.set_faults({"webhook_duplicate": {"next": 1}})
@@ -144,13 +134,17 @@ def test_a_payment_delivered_twice_runs_the_shops_reaction_once(project, env, si
     )
     assert after["webhooks_acknowledged"] == before["webhooks_acknowledged"] + 2
     # Both deliveries reached the worker: one handled, one folded as a duplicate.
-    wait_for(lambda: handled_line(eid, "success", False) in worker.log(), 30, "the duplicate")
-    assert worker.log().count(handled_line(eid, "success", True)) == 1
+    wait_for(
+        lambda: handled_line(eid, "success", False) in project_worker.log(), 30, "the duplicate"
+    )
+    assert project_worker.log().count(handled_line(eid, "success", True)) == 1
     found = events(project, env, eid)
     assert found == {"events": [["success", "alice"]], "order_status": "paid"}
 
 
-def test_each_state_change_runs_the_reaction_once_under_duplicates(project, env, sim, worker, web):
+def test_each_state_change_runs_the_reaction_once_under_duplicates(
+    project, env, sim, project_worker, web
+):
     expired, paid = new_order(project, env), new_order(project, env)
     sim.set_faults({"webhook_duplicate": {"rate": 1.0}})
     try:
@@ -160,7 +154,9 @@ def test_each_state_change_runs_the_reaction_once_under_duplicates(project, env,
     finally:
         sim.clear_faults()
     for eid, status in ((expired, "expired"), (paid, "success")):
-        wait_for(lambda e=eid, s=status: handled_line(e, s, False) in worker.log(), 30, "dup")
+        wait_for(
+            lambda e=eid, s=status: handled_line(e, s, False) in project_worker.log(), 30, "dup"
+        )
         assert events(project, env, eid)["events"] == [[status, None]]
 
 
@@ -168,7 +164,7 @@ def test_each_state_change_runs_the_reaction_once_under_duplicates(project, env,
     "fault", ["webhook_bad_signature", "webhook_unknown_key", "webhook_expired"]
 )
 def test_a_forged_notification_is_answered_4xx_and_changes_nothing(
-    project, env, sim, worker, web, fault
+    project, env, sim, project_worker, web, fault
 ):
     eid = new_order(project, env)
     before = sim.stats()
@@ -183,7 +179,7 @@ def test_a_forged_notification_is_answered_4xx_and_changes_nothing(
     assert after["webhooks_failed"] == before["webhooks_failed"] + 1  # every try refused
     assert after["webhooks_acknowledged"] == before["webhooks_acknowledged"]
     assert events(project, env, eid) == {"events": [], "order_status": "pending"}
-    assert f"external_id={eid}" not in worker.log()
+    assert f"external_id={eid}" not in project_worker.log()
 
 
 def test_the_receiver_answers_garbage_400_and_a_large_body_413(project, env, sim, web):
@@ -199,7 +195,7 @@ def test_the_simulator_registered_the_receiver(sim: SimulatorThread, web):
 
 
 def test_a_payment_made_while_its_cancellation_is_queued_wins_and_runs_the_hook_once(
-    project, env, sim, worker, web
+    project, env, sim, project_worker, web
 ):
     """The customer pays while the cancellation waits on Kraken: Kraken refuses to cancel a
     paid request, its ``success`` arrives twice, and the shop marks the order paid once."""
@@ -212,12 +208,14 @@ def test_a_payment_made_while_its_cancellation_is_queued_wins_and_runs_the_hook_
         wait_for(lambda: sim.stats()["faults_injected"]["delay"] > delays, 30, "the cancel call")
         sim.pay(eid, "bob")  # while the cancellation is held up at Kraken
         outcome = f"external_id={eid} outcome=not_cancellable"
-        wait_for(lambda: outcome in worker.log(), 30, "the cancellation's outcome")
+        wait_for(lambda: outcome in project_worker.log(), 30, "the cancellation's outcome")
         sim.wait_webhooks()
     finally:
         sim.clear_faults()
-    wait_for(lambda: handled_line(eid, "success", False) in worker.log(), 30, "the duplicate")
-    assert worker.log().count(handled_line(eid, "success", True)) == 1
+    wait_for(
+        lambda: handled_line(eid, "success", False) in project_worker.log(), 30, "the duplicate"
+    )
+    assert project_worker.log().count(handled_line(eid, "success", True)) == 1
     assert events(project, env, eid) == {"events": [["success", "bob"]], "order_status": "paid"}
     assert sim.request(eid)["state"] == "paid"
     record = wait_for(lambda: confirmed(env, eid, "paid_meanwhile"), 30, "the ledger")

@@ -20,81 +20,57 @@ import pytest
 import redis
 from celery.result import AsyncResult
 from tasks_support import (
-    BROKER_DB,
-    TASKS_DB,
     Beat,
     Worker,
     client_app,
-    redis_db,
     unique,
     wait_for,
-    worker_env,
-    workers,
 )
 
 from kraken.pay import normalize_external_id
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay.simulator import SimulatorThread
 from tasks import cancel_request
 from tasks.celery import app
 from tasks.ledger import Ledger, override
-
-pytestmark = pytest.mark.slow
 
 DEAD_BROKER = "redis://127.0.0.1:1/0"
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as simulator:
-        yield simulator
+def environment(environment: dict[str, str], queue: str) -> dict[str, str]:
+    """Beat relays to the module's queue, every half second, what has waited its 5 s grace."""
+    relay = {"KRAKEN_QUEUE": queue, "KRAKEN_LEDGER_GRACE": "5", "KRAKEN_SCHEDULE_INTERVAL": "0.5"}
+    return environment | relay
 
 
 @pytest.fixture
-def urls(redis_url) -> dict[str, str]:
-    urls = {"broker": redis_db(redis_url, BROKER_DB), "tasks": redis_db(redis_url, TASKS_DB)}
-    redis.Redis.from_url(urls["tasks"]).delete("kraken:ledger:open", "kraken:ledger:due")
-    return urls
-
-
-@pytest.fixture
-def ledger(urls) -> Iterator[Ledger]:
+def ledger(tasks_redis_url: str) -> Iterator[Ledger]:
     """The test process records in the workers' Redis, as a web process of theirs would."""
-    real = Ledger(redis.Redis.from_url(urls["tasks"]))
+    store = redis.Redis.from_url(tasks_redis_url)
+    store.delete("kraken:ledger:open", "kraken:ledger:due")
+    real = Ledger(store)
     override(app, real)
     yield real
     override(app, None)
 
 
 @pytest.fixture
-def queue() -> str:
-    return unique("q-ledger")
+def fleet(environment: dict[str, str], running_worker: Any, tmp_path: Path) -> Any:
+    """``with fleet(env, **worker) as node``: a worker node and beat, beat started once the
+    worker is ready; ``env`` is the module's environment unless given."""
 
+    @contextlib.contextmanager
+    def start(env: dict[str, str] | None = None, **worker: Any) -> Iterator[Worker]:
+        env = environment if env is None else env
+        beat = Beat(env, tmp_path / "schedule", tmp_path / "beat.log")
+        with running_worker(env, **worker) as node:
+            beat.start()
+            try:
+                yield node
+            finally:
+                beat.stop()
 
-@pytest.fixture
-def env(sim, urls, queue) -> dict[str, str]:
-    return worker_env(
-        sim_url=sim.url,
-        redis_url=urls["tasks"],
-        broker_url=urls["broker"],
-        KRAKEN_QUEUE=queue,
-        KRAKEN_LEDGER_GRACE="5",
-        KRAKEN_SCHEDULE_INTERVAL="0.5",
-    )
-
-
-@contextlib.contextmanager
-def fleet(env: dict[str, str], queue: str, urls: dict[str, str], logs: Path, **worker: Any):
-    """One worker node and beat on the test broker; yields the worker once it is ready."""
-    node = Worker(env, queue, logs, **worker)
-    beat = Beat(env, logs / "schedule", logs / "beat.log")
-    conf = {"broker_url": urls["broker"], "result_backend": urls["broker"]}
-    with client_app(app, task_default_queue=queue, **conf) as client, workers(node):
-        node.wait_ready(client)
-        beat.start()
-        try:
-            yield client, node
-        finally:
-            beat.stop()
+    return start
 
 
 def new_request(sim: SimulatorThread) -> str:
@@ -108,13 +84,13 @@ def cancelled(sim: SimulatorThread, eid: str) -> bool:
 
 
 def test_a_publish_that_fails_after_the_ledger_took_it_is_sent_by_beat(
-    sim, urls, ledger, queue, env, tmp_path
+    sim, ledger, client, broker_url, fleet
 ):
     eid = new_request(sim)
-    with client_app(app, broker_url=DEAD_BROKER, result_backend=urls["broker"]):
+    with client_app(app, broker_url=DEAD_BROKER, result_backend=broker_url):
         result = cancel_request.apply_async((eid,), retry=False)  # returns: it is recorded
     assert ledger.entry(eid).task_id == result.id
-    with fleet(env, queue, urls, tmp_path) as (client, node):
+    with fleet() as node:
         outcome = AsyncResult(result.id, app=client).get(timeout=60)  # the same task id
     assert outcome["outcome"] == "cancelled"
     assert cancelled(sim, eid)
@@ -122,27 +98,25 @@ def test_a_publish_that_fails_after_the_ledger_took_it_is_sent_by_beat(
     assert "relay sent" in node.log()
 
 
-def test_a_cancellation_whose_message_never_arrived_is_sent_after_its_grace(
-    sim, urls, ledger, queue, env, tmp_path
-):
+def test_a_cancellation_whose_message_never_arrived_is_sent_after_its_grace(sim, ledger, fleet):
     eid = new_request(sim)
     ledger.ask([eid], within=1.0, task_id=unique("lost"))  # recorded; the web process died
-    with fleet(env, queue, urls, tmp_path):
+    with fleet():
         wait_for(lambda: cancelled(sim, eid), 30, "the lost cancellation")
         wait_for(lambda: ledger.closed(eid), 10, "the entry closed")
     assert ledger.open_count() == 0
 
 
 def test_a_node_paused_past_its_soft_time_limit_mid_call_ends_cancelled(
-    sim, urls, ledger, queue, env, tmp_path
+    sim, ledger, environment, fleet
 ):
     eid = new_request(sim)
-    paused_env = env | {
+    paused_env = environment | {
         "KRAKEN_TIMEOUT": "1",
         "KRAKEN_SOFT_TIME_LIMIT": "3",
         "KRAKEN_TIME_LIMIT": "6",
     }
-    with fleet(paused_env, queue, urls, tmp_path, concurrency=1) as (_, node):
+    with fleet(paused_env, concurrency=1) as node:
         try:
             before = sim.stats()["faults_injected"]["delay"]
             sim.set_faults({"delay": {"next": 1, "seconds": 2.0}})

@@ -19,22 +19,15 @@ import pytest
 import redis
 from tasks_support import (
     Beat,
-    Worker,
-    client_app,
     redis_db,
     wait_for,
-    worker_env,
-    workers,
 )
 
 from kraken.pay import normalize_external_id
-from kraken.pay.simulator import SimulatorThread
-from tasks.celery import app
 from tasks.ledger import Ledger
 from tasks.schedule import schedule_cancel
 
-BEAT_DB = 11  # broker and schedule of this module alone (and of test_schedule.py's race)
-QUEUE = "kraken_pay"  # where beat sends dispatch_due, and where its bulk goes
+BEAT_DB = 11  # broker and schedule of this module alone (and of test_ledger_redis.py's race)
 LATE_AT_MOST = 2.0  # seconds after its due time that a scheduled cancellation may happen
 
 
@@ -52,13 +45,8 @@ def beats(*nodes: Beat) -> Iterator[tuple[Beat, ...]]:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread() as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module")
 def broker_url(redis_url: str) -> str:
+    """Broker, result backend and the workers' Redis (the schedule) of this module alone."""
     url = redis_db(redis_url, BEAT_DB)
     with contextlib.closing(redis.Redis.from_url(url)) as broker:
         broker.flushdb()  # nothing left by an earlier run for beat's queue
@@ -66,9 +54,20 @@ def broker_url(redis_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def store(broker_url: str) -> Iterator[redis.Redis]:
+def tasks_redis_url(broker_url: str) -> str:
+    return broker_url
+
+
+@pytest.fixture(scope="module")
+def queue() -> str:
+    """Where beat sends dispatch_due, and where its bulk goes: the library's own queue."""
+    return "kraken_pay"
+
+
+@pytest.fixture(scope="module")
+def store(tasks_redis_url: str) -> Iterator[redis.Redis]:
     """The Redis that holds the schedule, as the workers see it."""
-    client = redis.Redis.from_url(broker_url)
+    client = redis.Redis.from_url(tasks_redis_url)
     yield client
     client.close()
 
@@ -76,26 +75,6 @@ def store(broker_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture(autouse=True)
 def _empty_schedule(store):
     store.delete(*(store.keys("kraken:ledger:*") or ["-"]))
-
-
-@pytest.fixture(scope="module")
-def env(sim, broker_url) -> dict[str, str]:
-    return worker_env(sim_url=sim.url, redis_url=broker_url, broker_url=broker_url)
-
-
-@pytest.fixture(scope="module")
-def log_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("beat-logs")
-
-
-@pytest.fixture(scope="module")
-def worker(env, broker_url, log_dir) -> Iterator[Worker]:
-    with (
-        client_app(app, broker_url=broker_url, result_backend=broker_url) as client,
-        workers(Worker(env, QUEUE, log_dir, concurrency=2)) as (node,),
-    ):
-        node.wait_ready(client)
-        yield node
 
 
 def beat(env: dict[str, str], log_dir: Path, schedule_file: Path | None = None) -> Beat:
@@ -130,9 +109,9 @@ def assert_on_time(sim, due: dict[str, float]) -> None:
 
 
 def test_1000_scheduled_ids_are_cancelled_within_2s_of_their_due_time_none_early(
-    sim, store, env, log_dir, worker
+    sim, store, environment, log_dir, worker
 ):
-    with beats(beat(env, log_dir)):
+    with beats(beat(environment, log_dir)):
         due = schedule_spread(store, sim, 1000, start_in=2.0, over=5.0)
         wait_for(lambda: len(cancelled(sim, due)) == 1000, 30, "1000 cancellations")
     assert_on_time(sim, due)
@@ -141,17 +120,19 @@ def test_1000_scheduled_ids_are_cancelled_within_2s_of_their_due_time_none_early
     assert store.zcard(ledger.due_key) == 0
 
 
-def test_killing_beat_mid_run_and_starting_it_again_loses_no_id(sim, store, env, log_dir, worker):
+def test_killing_beat_mid_run_and_starting_it_again_loses_no_id(
+    sim, store, environment, log_dir, worker
+):
     schedule_file = log_dir / "beat-restarted"
     due = schedule_spread(store, sim, 600, start_in=1.0, over=6.0)
-    with beats(beat(env, log_dir, schedule_file)) as (first,):
+    with beats(beat(environment, log_dir, schedule_file)) as (first,):
         wait_for(lambda: len(cancelled(sim, due)) >= 100, 30, "the first cancellations")
         first.kill()
     dead_at = time.time()
     # Beat stays dead for a while on purpose, so that ids fall due with no one to send them.
     wait_for(lambda: time.time() > dead_at + 1.5, 5, "ids falling due while beat is dead")
     missed = [eid for eid, at in due.items() if at < time.time() and eid not in cancelled(sim, due)]
-    with beats(beat(env, log_dir, schedule_file)):
+    with beats(beat(environment, log_dir, schedule_file)):
         wait_for(lambda: len(cancelled(sim, due)) == 600, 60, "600 cancellations")
     assert missed  # some ids fell due while beat was dead, and were not lost
     moments = cancelled(sim, due)
@@ -159,8 +140,8 @@ def test_killing_beat_mid_run_and_starting_it_again_loses_no_id(sim, store, env,
     assert [sim.request(eid)["cancel_calls"] for eid in due] == [1] * 600
 
 
-def test_two_beats_by_mistake_cancel_each_id_once(sim, store, env, log_dir, worker):
-    with beats(beat(env, log_dir), beat(env, log_dir)):
+def test_two_beats_by_mistake_cancel_each_id_once(sim, store, environment, log_dir, worker):
+    with beats(beat(environment, log_dir), beat(environment, log_dir)):
         due = schedule_spread(store, sim, 300, start_in=1.0, over=3.0)
         wait_for(lambda: len(cancelled(sim, due)) == 300, 30, "300 cancellations")
     moments = cancelled(sim, due)

@@ -7,12 +7,10 @@ for everyone, so these tests run on a real Redis and read the schedule back afte
 from __future__ import annotations
 
 import math
-import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from tasks_support import REPO
-from test_cli import KRAKEN_PAY, clean_env
+from command_support import kraken_pay
 
 from tasks.schedule import MAX_AHEAD, schedule_cancel, scheduled
 
@@ -69,26 +67,12 @@ def test_a_past_due_time_is_due_now(redis_sync):
 
 
 def test_the_command_refuses_a_due_time_past_the_horizon_in_one_line(redis_url, redis_sync):
-    completed = subprocess.run(
-        [KRAKEN_PAY, "schedule", EID, "--in", "400d"],
-        cwd=REPO,
-        env=clean_env(REDIS_URL=redis_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = kraken_pay("schedule", EID, "--in", "400d", REDIS_URL=redis_url)
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     (line,) = completed.stderr.splitlines()
     assert line.startswith("kraken-pay: ValueError: in_: must be 0 or more and at most 31536000")
     assert redis_sync.zcard("kraken:ledger:due") == 0
 
-    health = subprocess.run(
-        [KRAKEN_PAY, "scheduled", "--overdue", "120"],
-        cwd=REPO,
-        env=clean_env(REDIS_URL=redis_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    health = kraken_pay("scheduled", "--overdue", "120", REDIS_URL=redis_url)
     assert (health.returncode, health.stdout) == (0, "nothing scheduled\n")

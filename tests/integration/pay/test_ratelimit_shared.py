@@ -1,4 +1,4 @@
-"""The rate budget inside the client, and one budget shared by four processes.
+"""One rate budget on a real Redis, shared by four processes.
 
 Four processes, each with its own KrakenPayClient and 8 cancels in flight, push as hard as
 they can for 10 s against one budget of R calls per second with a burst of C. The simulator
@@ -11,15 +11,13 @@ import asyncio
 import multiprocessing
 import threading
 
-import fakeredis
-import pytest
 import redis.asyncio as aioredis
 from tasks_support import TASKS_DB, redis_db, unique
 
 from kraken.pay import Credentials, KrakenPayClient, RedisNonce
 from kraken.pay.errors import PayRequestError, RateLimited
 from kraken.pay.ratelimit import RateBudget
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator, SimulatorThread
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 
 PROCESSES = 4
 IN_FLIGHT = 8
@@ -29,50 +27,6 @@ SECONDS = 10.0
 MOST = RATE * SECONDS + CAPACITY  # what the budget allows in the window
 
 CREDS = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
-
-
-# ---------------------------------------------------------------- one process (fakeredis)
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator() as simulator:
-        yield simulator
-
-
-def budget_on(redis, **numbers) -> RateBudget:
-    return RateBudget(redis, CREDS.key_id, **{"max_wait": 0.0, "headroom": 0.0, **numbers})
-
-
-async def test_a_call_without_budget_left_is_refused_before_it_is_sent(sim):
-    redis = fakeredis.FakeAsyncRedis()
-    budget = budget_on(redis, capacity=2, per_second=0.01)
-    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=budget) as client:
-        for _ in range(2):
-            with pytest.raises(PayRequestError):  # sent: Kraken knows no such request
-                await client.cancel_request("AAAAAAAAAAE")
-        with pytest.raises(RateLimited) as refused:
-            await client.cancel_request("AAAAAAAAAAE")
-    assert refused.value.retry_after > 90
-    assert sim.stats()["requests"] == 2
-
-
-async def test_krakens_rate_limit_answer_holds_back_every_client_of_the_key(sim):
-    redis = fakeredis.FakeAsyncRedis()
-    mine = budget_on(redis, capacity=100, per_second=100)
-    theirs = budget_on(redis, capacity=100, per_second=100)
-    sim.set_faults({"rate_limit": {"next": 1}})
-    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=mine) as client:
-        with pytest.raises(RateLimited):
-            await client.cancel_request("AAAAAAAAAAE")
-    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=theirs) as other:
-        with pytest.raises(RateLimited) as held:
-            await other.cancel_request("AAAAAAAAAAE")
-    assert held.value.retry_after > 0.5  # a full refill: capacity / per_second = 1 s
-    assert sim.stats()["requests"] == 1
-
-
-# ---------------------------------------------------------------- four processes (real Redis)
 
 
 def _push(url: str, redis_url: str, prefix: str, start: threading.Barrier) -> int:

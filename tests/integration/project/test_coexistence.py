@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 from tasks_support import REPO
 
-pytestmark = pytest.mark.slow
-
 SDK = "python-kraken-sdk"
 OURS = "kraken-pay-cancel"
 BOTH = "import kraken.spot, kraken.futures; from kraken.pay import KrakenPayClient; import tasks"

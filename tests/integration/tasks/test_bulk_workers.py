@@ -1,33 +1,23 @@
 """bulk_cancel through real workers, a real Redis broker and the simulator.
 
-One prefork worker (concurrency 2, the budget off) serves the module; the budget test starts
-its own, with a tight budget and a short visibility timeout, so that its chunks must pause
-and continue in a retry of themselves.
+One prefork worker (concurrency 2, the budget off, chunks of 500) serves the module; the
+budget test starts its own, against a simulator with a rate limit, with a tight budget and a
+short visibility timeout, so that its chunks must pause and continue in a retry of themselves.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from tasks_support import (
-    BROKER_DB,
-    TASKS_DB,
-    Worker,
-    client_app,
-    redis_db,
     unique,
     wait_for,
-    worker_env,
-    workers,
 )
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import SimulatorThread
 from tasks import bulk_cancel
-from tasks.celery import app
 
 # Faults that hit 10% of calls, each kind as often; all are retried by the chunk or, after
 # three in a row, by a cancel_request it hands the id to.
@@ -45,53 +35,9 @@ def new_ids(n: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(seed=7) as simulator:
-        yield simulator
-
-
-@pytest.fixture(autouse=True)
-def _no_faults_left(sim):
-    sim.clear_faults()
-    yield
-    sim.clear_faults()
-
-
-@pytest.fixture(scope="module")
-def broker_url(redis_url: str) -> str:
-    return redis_db(redis_url, BROKER_DB)
-
-
-@pytest.fixture(scope="module")
-def queue() -> str:
-    return unique("q-bulk")
-
-
-@pytest.fixture(scope="module")
-def client(broker_url: str, queue: str):
-    with client_app(
-        app, broker_url=broker_url, result_backend=broker_url, task_default_queue=queue
-    ) as configured:
-        yield configured
-
-
-@pytest.fixture(scope="module")
-def log_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("bulk-logs")
-
-
-@pytest.fixture(scope="module")
-def worker(sim, redis_url, broker_url, queue, client, log_dir) -> Iterator[Worker]:
-    env = worker_env(
-        sim_url=sim.url,
-        redis_url=redis_db(redis_url, TASKS_DB),
-        broker_url=broker_url,
-        KRAKEN_RATE_PER_SECOND="off",
-        KRAKEN_BULK_CHUNK="500",
-    )
-    with workers(Worker(env, queue, log_dir, concurrency=2)) as (node,):
-        node.wait_ready(client)
-        yield node
+def environment(environment: dict[str, str]) -> dict[str, str]:
+    """The module's worker cancels in chunks of 500."""
+    return environment | {"KRAKEN_BULK_CHUNK": "500"}
 
 
 def test_the_summary_counts_outcomes_and_reports_bad_ids_by_position(sim, worker):
@@ -152,28 +98,23 @@ def test_5000_ids_with_10_percent_faults_are_all_cancelled_once(sim, worker):
     assert states == ["cancelled"] * 5000
 
 
-def test_a_tight_budget_paces_the_chunks_and_kraken_refuses_none(
-    redis_url, broker_url, client, log_dir
-):
+def test_a_tight_budget_paces_the_chunks_and_kraken_refuses_none(environment, running_worker):
     rate, capacity = 20.0, 10
     queue = unique("q-bulk-budget")
     with SimulatorThread(rate_limit=(capacity, rate)) as limited:
-        env = worker_env(
-            sim_url=limited.url,
-            redis_url=redis_db(redis_url, TASKS_DB),
-            broker_url=broker_url,
-            KRAKEN_RATE_CAPACITY=str(capacity),
-            KRAKEN_RATE_PER_SECOND=str(rate),
-            KRAKEN_RATE_MAX_WAIT="0.5",
-            KRAKEN_BULK_CHUNK="50",
+        env = environment | {
+            "KRAKEN_API_URL": limited.url,
+            "KRAKEN_RATE_CAPACITY": str(capacity),
+            "KRAKEN_RATE_PER_SECOND": str(rate),
+            "KRAKEN_RATE_MAX_WAIT": "0.5",
+            "KRAKEN_BULK_CHUNK": "50",
             # A short visibility timeout makes the chunk's window 2.5 s: the chunks must
             # stop and continue in a retry of themselves.
-            CELERY_VISIBILITY_TIMEOUT="48",
-        )
+            "CELERY_VISIBILITY_TIMEOUT": "48",
+        }
         ids = new_ids(200)
         limited.create_requests(ids)
-        with workers(Worker(env, queue, log_dir, concurrency=2)) as (node,):
-            node.wait_ready(client)
+        with running_worker(env, queue=queue, concurrency=2) as node:
             summary = bulk_cancel.apply_async((ids,), queue=queue).get(timeout=60)
             log = node.log()
         stats = limited.stats()

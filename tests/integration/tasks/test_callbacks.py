@@ -1,23 +1,24 @@
 """``kraken_pay.handle_callback`` on a real Redis: once per notification, a failing hook retried.
 
-The task runs eagerly here (``apply``: retries run at once, in this process); the real
-processes are tests/test_host_callbacks.py's.
+The task runs eagerly here (``apply``: retries run at once, in this process); the examples'
+real processes are integration/hosts/test_host_callbacks.py's.
 """
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections import Counter
 
 import pytest
+from command_support import celery_worker, refusal
 from webhook_support import claims
 
-from kraken.pay.errors import ConfigurationError
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from kraken.pay.webhooks import PayCallback
 from kraken.pay.webhooks.callback import parse_claims
-from tasks.callbacks import DONE_TTL, MAX_RETRIES, handle_callback, load_hook, notification_key
-from tasks.settings import Settings
+from tasks.callbacks import DONE_TTL, MAX_RETRIES, handle_callback, notification_key
+
+DEMO_KEY = {"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": DEMO_API_SECRET}
 
 calls: Counter[tuple[str, str]] = Counter()
 failures_left: dict[str, int] = {}
@@ -30,9 +31,6 @@ def record(callback: PayCallback) -> None:
     if left:
         failures_left[callback.external_id] = left - 1
         raise RuntimeError("the shop's database is down")
-
-
-not_callable = 42
 
 
 @pytest.fixture
@@ -154,61 +152,26 @@ def test_without_a_hook_the_task_still_de_duplicates(kraken_settings, redis_sync
     assert run(data).get()["outcome"] == "duplicate"
 
 
-def test_a_cancelled_notification_closes_our_cancellation_as_confirmed_by_kraken(
-    settings, _ledger_in_fakeredis
-):
+def test_a_cancelled_notification_closes_our_cancellation_as_confirmed_by_kraken(settings, ledger):
     data = callback("cancelled")
-    _ledger_in_fakeredis.ask([data["external_id"]], within=60, task_id="ours")
+    ledger.ask([data["external_id"]], within=60, task_id="ours")
     assert run(data).get()["outcome"] == "handled"
-    record = _ledger_in_fakeredis.closed(data["external_id"])
+    record = ledger.closed(data["external_id"])
     assert (record["outcome"], record["confirmed_by_kraken"]) == ("cancelled", True)
 
 
 def test_a_payment_made_while_we_were_cancelling_is_paid_meanwhile_and_the_hook_runs_once(
-    settings, _ledger_in_fakeredis
+    settings, ledger
 ):
     data = callback("success")
-    _ledger_in_fakeredis.ask([data["external_id"]], within=60, task_id="ours")
+    ledger.ask([data["external_id"]], within=60, task_id="ours")
     assert [run(data).get()["outcome"] for _ in range(3)] == ["handled", "duplicate", "duplicate"]
-    record = _ledger_in_fakeredis.closed(data["external_id"])
+    record = ledger.closed(data["external_id"])
     assert (record["outcome"], record["paid_meanwhile"]) == ("not_cancellable", True)
     assert calls == {(data["external_id"], "success"): 1}
-    assert _ledger_in_fakeredis.entry(data["external_id"]) is None  # nothing left to send
+    assert ledger.entry(data["external_id"]) is None  # nothing left to send
 
 
-@pytest.mark.parametrize(
-    ("target", "error"),
-    [
-        ("no_such_module_xyz:hook", "cannot load 'no_such_module_xyz:hook': ModuleNotFoundError"),
-        ("test_callbacks:missing", "cannot load 'test_callbacks:missing': AttributeError"),
-        ("test_callbacks:not_callable", "'test_callbacks:not_callable' is not callable"),
-    ],
-)
-def test_a_hook_that_cannot_be_loaded_is_refused_in_one_line(target, error):
-    with pytest.raises(ConfigurationError) as caught:
-        load_hook(target)
-    assert str(caught.value) == f"KRAKEN_CALLBACK_HOOK: {error}"
-
-
-def test_the_settings_refuse_a_hook_that_is_not_module_colon_function():
-    with pytest.raises(ConfigurationError) as caught:
-        Settings.resolve({"callback_hook": "shop.payments.on_status"})
-    assert str(caught.value) == (
-        "kraken_pay['callback_hook']: must be 'module:function', such as 'shop.payments:on_status'"
-    )
-
-
-def test_the_jwks_url_setting_defaults_to_krakens_and_refuses_other_schemes():
-    assert Settings.resolve({}, {}).jwks_url == (
-        "https://www.kraken.com/.well-known/pay-callback-keys.json"
-    )
-    with pytest.raises(ConfigurationError) as caught:
-        Settings.resolve({}, {"KRAKEN_JWKS_URL": "file:///etc/keys.json"})
-    assert str(caught.value) == "KRAKEN_JWKS_URL: must be a URL whose scheme is https or http"
-    assert "test_callbacks" in sys.modules  # the hook module is this one
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("hook", "rule"),
     [
@@ -217,28 +180,10 @@ def test_the_jwks_url_setting_defaults_to_krakens_and_refuses_other_schemes():
     ],
 )
 def test_a_worker_with_a_hook_it_cannot_load_refuses_to_start_in_one_line(hook, rule):
-    from test_tasks_startup import refusal, start_worker
-
-    from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
-
-    completed = start_worker(
-        KRAKEN_API_KEY=DEMO_API_KEY, KRAKEN_API_SECRET=DEMO_API_SECRET, KRAKEN_CALLBACK_HOOK=hook
-    )
+    completed = celery_worker("--loglevel", "INFO", **DEMO_KEY, KRAKEN_CALLBACK_HOOK=hook)
     assert completed.returncode == 78
     assert f"KRAKEN_CALLBACK_HOOK: {rule}" in refusal(completed)
     assert "Traceback" not in completed.stderr
-
-
-def test_the_demo_reports_the_cancellations_kraken_confirmed_and_a_shortfall_is_a_problem():
-    from tasks.demo import Report, Tally
-
-    stats = {"faults_injected": {}, "requests": 10, "nonce_rejections": 0}
-    summary = {"by_state": {"cancelled": 10}}
-    full = Report(Tally(sent=10, seconds=1.0), stats, summary, confirmed=10)
-    assert ("confirmed by Kraken", "10 of 10 by webhook") in full.rows()
-    assert full.problems() == []
-    short = Report(Tally(sent=10, seconds=1.0), stats, summary, confirmed=7)
-    assert short.problems() == ["3 cancellation(s) not confirmed by Kraken"]
 
 
 @pytest.mark.parametrize("argument", ["a string", None, ["a", "list"]])

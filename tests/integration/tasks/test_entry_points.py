@@ -3,42 +3,24 @@ the right exit status, and never the value itself (it may be a secret in the wro
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from command_support import KRAKEN_PAY, NO_REDIS, celery_worker, clean_env, run
 from tasks_support import CELERY, REPO
 
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 
-KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
 LEAKED = "hunter2-SECRET-in-the-wrong-place"
 EID = "AAAAAAAAAAAAAAAAAAAAAQ"
 EX_CONFIG, EXIT_CONFIG = 78, 3
+DEMO_KEY = {"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": DEMO_API_SECRET}
 
 
 def environment(**settings: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KRAKEN_", "CELERY_")) and k != "REDIS_URL"
-    }
-    env |= {"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": DEMO_API_SECRET}
-    return env | {"REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": str(REPO)} | settings
-
-
-def run(command: list[str], **settings: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command,
-        cwd=REPO,
-        env=environment(**settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    """The demo key, no Redis, the repository importable (for ``python -c``), and these."""
+    return clean_env(**(DEMO_KEY | {"REDIS_URL": NO_REDIS, "PYTHONPATH": str(REPO)} | settings))
 
 
 def _without_root_warning(stderr: str) -> str:
@@ -71,19 +53,18 @@ def assert_one_clean_line(done: subprocess.CompletedProcess[str], status: int, n
     ],
 )
 def test_the_standalone_worker_refuses_in_one_line(name, value):
-    done = run([CELERY, "-A", "tasks", "worker", "--pool", "solo"], **{name: value})
+    done = celery_worker(**environment(**{name: value}))
     assert_one_clean_line(done, EX_CONFIG, name)
 
 
 def test_the_standalone_beat_refuses_a_bad_interval_in_one_line(tmp_path):
-    done = run(
-        [CELERY, "-A", "tasks", "beat", "-s", str(tmp_path / "schedule")],
-        KRAKEN_SCHEDULE_INTERVAL=LEAKED,
-    )
+    beat = [CELERY, "-A", "tasks", "beat", "-s", str(tmp_path / "schedule")]
+    done = run(beat, environment(KRAKEN_SCHEDULE_INTERVAL=LEAKED))
     assert_one_clean_line(done, EX_CONFIG, "KRAKEN_SCHEDULE_INTERVAL")
 
 
 WEB = """
+import subprocess
 import sys
 from tasks import cancel_request, schedule_cancel
 from kraken.pay.errors import ConfigurationError
@@ -96,7 +77,7 @@ except ConfigurationError as exc:
 
 
 def test_a_web_process_imports_the_tasks_and_learns_of_the_bad_value_at_its_first_call():
-    done = run([sys.executable, "-c", WEB.format(eid=EID)], KRAKEN_BULK_CHUNK="99999")
+    done = run([sys.executable, "-c", WEB.format(eid=EID)], environment(KRAKEN_BULK_CHUNK="99999"))
     assert_one_clean_line(done, 3, "KRAKEN_BULK_CHUNK")
 
 
@@ -113,7 +94,7 @@ def test_a_web_process_imports_the_tasks_and_learns_of_the_bad_value_at_its_firs
     ids=lambda args: " ".join(args[:2]),
 )
 def test_every_command_refuses_a_bad_setting_in_one_line_with_status_3(args):
-    done = run([KRAKEN_PAY, *args], KRAKEN_TIMEOUT=LEAKED)
+    done = run([KRAKEN_PAY, *args], environment(KRAKEN_TIMEOUT=LEAKED))
     output = done.stdout + done.stderr
     assert done.returncode == EXIT_CONFIG, output
     assert "Traceback" not in output
@@ -124,5 +105,5 @@ def test_every_command_refuses_a_bad_setting_in_one_line_with_status_3(args):
 def test_bulk_cancel_refuses_a_bad_setting_in_one_line_with_status_3(tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text(f"{EID}\n")
-    done = run([KRAKEN_PAY, "bulk-cancel", str(ids)], KRAKEN_BULK_CHUNK=LEAKED)
+    done = run([KRAKEN_PAY, "bulk-cancel", str(ids)], environment(KRAKEN_BULK_CHUNK=LEAKED))
     assert_one_clean_line(done, EXIT_CONFIG, "KRAKEN_BULK_CHUNK")

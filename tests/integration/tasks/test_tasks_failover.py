@@ -8,42 +8,17 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from tasks_support import (
-    BROKER_DB,
-    TASKS_DB,
     Worker,
-    client_app,
-    redis_db,
     unique,
     wait_for,
-    worker_env,
     workers,
 )
 
 from kraken.pay import normalize_external_id
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay.simulator import SimulatorThread
 from tasks import cancel_request
-from tasks.celery import app
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module")
-def broker_url(redis_url: str) -> str:
-    return redis_db(redis_url, BROKER_DB)
-
-
-@pytest.fixture(scope="module")
-def client(broker_url: str):
-    with client_app(app, broker_url=broker_url, result_backend=broker_url) as configured:
-        yield configured
 
 
 def in_flight(sim: SimulatorThread, before: int) -> bool:
@@ -51,23 +26,16 @@ def in_flight(sim: SimulatorThread, before: int) -> bool:
     return sim.stats()["faults_injected"]["delay"] > before
 
 
-def test_a_pool_process_killed_mid_task_is_requeued_at_once(
-    sim, client, broker_url, redis_url, tmp_path
-):
+def test_a_pool_process_killed_mid_task_is_requeued_at_once(sim, environment, running_worker):
     visibility_timeout = 60.0
-    env = worker_env(
-        sim_url=sim.url,
-        redis_url=redis_db(redis_url, TASKS_DB),
-        broker_url=broker_url,
-        KRAKEN_TIMEOUT="3",  # the dead process's ordering lock expires after 5 s
-        CELERY_VISIBILITY_TIMEOUT=str(visibility_timeout),
-    )
+    env = environment | {
+        "KRAKEN_TIMEOUT": "3",  # the dead process's ordering lock expires after 5 s
+        "CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout),
+    }
     queue = unique("q-poolkill")
-    node = Worker(env, queue, tmp_path, pool="prefork", concurrency=1)
     eid = normalize_external_id(uuid.uuid4())
     sim.create_requests([eid])
-    with workers(node):
-        node.wait_ready(client)
+    with running_worker(env, queue=queue, pool="prefork", concurrency=1) as node:
         before = sim.stats()
         sim.set_faults({"delay": {"next": 1, "seconds": 2.0}})
 
@@ -90,21 +58,18 @@ def test_a_pool_process_killed_mid_task_is_requeued_at_once(
 
 
 def test_a_node_killed_whole_has_its_tasks_finished_by_another_node(
-    sim, client, broker_url, redis_url, tmp_path
+    sim, client, environment, log_dir
 ):
     visibility_timeout = 8.0
-    env = worker_env(
-        sim_url=sim.url,
-        redis_url=redis_db(redis_url, TASKS_DB),
-        broker_url=broker_url,
-        KRAKEN_TIMEOUT="2",
-        CELERY_VISIBILITY_TIMEOUT=str(visibility_timeout),
-        KRAKEN_SOFT_TIME_LIMIT="4",
-        KRAKEN_TIME_LIMIT="5",  # 0.5 s retry cap + 5 s + 1 s margin fit in 8 s
-    )
+    env = environment | {
+        "KRAKEN_TIMEOUT": "2",
+        "CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout),
+        "KRAKEN_SOFT_TIME_LIMIT": "4",
+        "KRAKEN_TIME_LIMIT": "5",  # 0.5 s retry cap + 5 s + 1 s margin fit in 8 s
+    }
     queue = unique("q-nodekill")
-    doomed = Worker(env, queue, tmp_path, pool="prefork", concurrency=2, name=unique("doomed"))
-    survivor = Worker(env, queue, tmp_path, pool="prefork", concurrency=2, name=unique("heir"))
+    doomed = Worker(env, queue, log_dir, pool="prefork", concurrency=2, name=unique("doomed"))
+    survivor = Worker(env, queue, log_dir, pool="prefork", concurrency=2, name=unique("heir"))
     ids = [normalize_external_id(uuid.uuid4()) for _ in range(4)]
     sim.create_requests(ids)
     with workers(doomed):

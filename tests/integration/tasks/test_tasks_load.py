@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
-import pytest
 from celery.result import ResultSet
 from tasks_support import (
-    BROKER_DB,
-    TASKS_DB,
     Worker,
-    client_app,
-    redis_db,
-    unique,
-    worker_env,
     workers,
 )
 
 from kraken.pay import normalize_external_id
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, FAULT_KINDS, SimulatorThread
+from kraken.pay.simulator import FAULT_KINDS
 from tasks import cancel_request
-from tasks.celery import app
 
 N = 1000
 FAULT_RATE = 0.10
@@ -30,32 +21,16 @@ FAULT_RATE = 0.10
 PER_KIND = 1 - (1 - FAULT_RATE) ** (1 / len(FAULT_KINDS))
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(
-        keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0, seed=20261124
-    ) as simulator:
-        yield simulator
-
-
-def test_1000_cancellations_with_10_percent_faults_all_end_cancelled(sim, redis_url, tmp_path):
-    broker_url = redis_db(redis_url, BROKER_DB)
-    queue = unique("q-load")
-    env = worker_env(
-        sim_url=sim.url, redis_url=redis_db(redis_url, TASKS_DB), broker_url=broker_url
-    )
-    nodes = [Worker(env, queue, tmp_path, pool="prefork", concurrency=2) for _ in range(2)]
+def test_1000_cancellations_with_10_percent_faults_all_end_cancelled(
+    sim, client, environment, queue, log_dir
+):
+    nodes = [Worker(environment, queue, log_dir, pool="prefork", concurrency=2) for _ in range(2)]
     ids = [normalize_external_id(uuid.uuid4()) for _ in range(N)]
     sim.create_requests(ids)
     faults = {kind: {"rate": PER_KIND} for kind in FAULT_KINDS}
     faults["delay"]["seconds"] = 1.5  # past KRAKEN_TIMEOUT=1
 
-    with (
-        client_app(
-            app, broker_url=broker_url, result_backend=broker_url, task_default_queue=queue
-        ) as client,
-        workers(*nodes),
-    ):
+    with workers(*nodes):
         for node in nodes:
             node.wait_ready(client)
         before = sim.stats()

@@ -7,19 +7,13 @@ import uuid
 import pytest
 from kombu import Connection
 from tasks_support import (
-    BROKER_DB,
     RABBITMQ_URL,
-    TASKS_DB,
     Worker,
     client_app,
-    redis_db,
-    unique,
-    worker_env,
     workers,
 )
 
 from kraken.pay import normalize_external_id
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
 from tasks import cancel_request
 from tasks.celery import app
 
@@ -40,36 +34,26 @@ def rabbitmq() -> str:
     return RABBITMQ_URL
 
 
-def test_cancel_request_works_with_rabbitmq_as_the_broker(rabbitmq, redis_url, tmp_path):
-    backend_url = redis_db(redis_url, BROKER_DB)
-    queue = unique("q-rabbit")
+def test_cancel_request_works_with_rabbitmq_as_the_broker(
+    rabbitmq, sim, environment, broker_url, queue, log_dir
+):
     ok, after_fault, paid = (normalize_external_id(uuid.uuid4()) for _ in range(3))
-    with SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as sim:
-        sim.create_requests([ok, after_fault])
-        sim.create_requests([paid], state="paid")
-        env = worker_env(
-            sim_url=sim.url,
-            redis_url=redis_db(redis_url, TASKS_DB),
-            broker_url=rabbitmq,
-            backend_url=backend_url,
-        )
-        node = Worker(env, queue, tmp_path, pool="prefork", concurrency=2)
-        try:
-            with (
-                client_app(
-                    app, broker_url=rabbitmq, result_backend=backend_url, task_default_queue=queue
-                ) as client,
-                workers(node),
-            ):
-                node.wait_ready(client)
-                first = cancel_request.delay(ok).get(timeout=30)
-                sim.set_faults({"reset_after": {"next": 1}})
-                second = cancel_request.delay(after_fault).get(timeout=30)
-                third = cancel_request.delay(paid).get(timeout=30)
-                states = [sim.request(eid)["state"] for eid in (ok, after_fault, paid)]
-        finally:
-            with Connection(rabbitmq) as connection:
-                connection.default_channel.queue_delete(queue)
+    sim.create_requests([ok, after_fault])
+    sim.create_requests([paid], state="paid")
+    env = environment | {"CELERY_BROKER_URL": rabbitmq, "CELERY_RESULT_BACKEND": broker_url}
+    node = Worker(env, queue, log_dir, pool="prefork", concurrency=2)
+    rabbit = {"broker_url": rabbitmq, "result_backend": broker_url, "task_default_queue": queue}
+    try:
+        with client_app(app, **rabbit) as client, workers(node):
+            node.wait_ready(client)
+            first = cancel_request.delay(ok).get(timeout=30)
+            sim.set_faults({"reset_after": {"next": 1}})
+            second = cancel_request.delay(after_fault).get(timeout=30)
+            third = cancel_request.delay(paid).get(timeout=30)
+            states = [sim.request(eid)["state"] for eid in (ok, after_fault, paid)]
+    finally:
+        with Connection(rabbitmq) as connection:
+            connection.default_channel.queue_delete(queue)
 
     assert first["outcome"] == "cancelled"
     assert (second["outcome"], second["confirmed_on_retry"]) == ("cancelled", True)

@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
-from tasks_support import CELERY, REPO
+from command_support import celery_worker, refusal
 
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 
 NOT_BASE64 = "s3cr3t-value-that-is-not-base64!!"
-
-
-def start_worker(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KRAKEN_", "CELERY_")) and k != "REDIS_URL"
-    }
-    return subprocess.run(
-        [CELERY, "-A", "tasks", "worker", "--pool", "solo", "--loglevel", "INFO"],
-        env={**clean, "REDIS_URL": "redis://127.0.0.1:1/0", **env},  # nothing listens there
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def refusal(completed: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in completed.stderr.splitlines() if "celery worker not started" in line]
-    assert len(lines) == 1, completed.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -44,7 +19,7 @@ def refusal(completed: subprocess.CompletedProcess[str]) -> str:
     ],
 )
 def test_a_missing_or_undecodable_credential_stops_the_worker_with_one_line(env, variable):
-    completed = start_worker(**env)
+    completed = celery_worker("--loglevel", "INFO", **env)
     assert completed.returncode != 0
     line = refusal(completed)
     assert f": {variable}:" in line
@@ -53,7 +28,9 @@ def test_a_missing_or_undecodable_credential_stops_the_worker_with_one_line(env,
 
 
 def test_a_retry_cap_longer_than_the_visibility_timeout_is_refused_at_start():
-    completed = start_worker(
+    completed = celery_worker(
+        "--loglevel",
+        "INFO",
         KRAKEN_API_KEY=DEMO_API_KEY,
         KRAKEN_API_SECRET=DEMO_API_SECRET,
         KRAKEN_RETRY_MAX_DELAY="600",

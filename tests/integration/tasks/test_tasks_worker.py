@@ -8,28 +8,15 @@ timeout is 1 s, so every fault resolves in well under a second or two.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
-from tasks_support import (
-    BROKER_DB,
-    TASKS_DB,
-    Worker,
-    client_app,
-    redis_db,
-    unique,
-    wait_for,
-    worker_env,
-    workers,
-)
+from tasks_support import unique, wait_for
 
 from kraken.pay import InvalidExternalId, normalize_external_id
 from kraken.pay.errors import AuthenticationError, InvalidRequest
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay.simulator import DEMO_API_SECRET
 from tasks import cancel_request
-from tasks.celery import app
 
 RESULT_TIMEOUT = 30
 
@@ -39,60 +26,6 @@ WRONG_SECRET = "c29tZSBvdGhlciBzZWNyZXQgdGhhdCBpcyBub3QgdGhlIGRlbW8ga2V5J3M="
 
 def new_ids(n: int = 1) -> list[str]:
     return [normalize_external_id(uuid.uuid4()) for _ in range(n)]
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as simulator:
-        yield simulator
-
-
-@pytest.fixture(autouse=True)
-def _no_faults_left(sim):
-    sim.clear_faults()
-    yield
-    sim.clear_faults()
-
-
-@pytest.fixture(scope="module")
-def broker_url(redis_url: str) -> str:
-    return redis_db(redis_url, BROKER_DB)
-
-
-@pytest.fixture(scope="module")
-def tasks_redis_url(redis_url: str) -> str:
-    return redis_db(redis_url, TASKS_DB)
-
-
-@pytest.fixture(scope="module")
-def queue() -> str:
-    return unique("q-worker")
-
-
-@pytest.fixture(scope="module")
-def client(broker_url: str, queue: str):
-    """The ``tasks`` app of this process, publishing to the test broker and queue."""
-    with client_app(
-        app, broker_url=broker_url, result_backend=broker_url, task_default_queue=queue
-    ) as configured:
-        yield configured
-
-
-@pytest.fixture(scope="module")
-def log_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("worker-logs")
-
-
-@pytest.fixture(scope="module")
-def env(sim, tasks_redis_url, broker_url) -> dict[str, str]:
-    return worker_env(sim_url=sim.url, redis_url=tasks_redis_url, broker_url=broker_url)
-
-
-@pytest.fixture(scope="module")
-def worker(env, queue, client, log_dir) -> Iterator[Worker]:
-    with workers(Worker(env, queue, log_dir, pool="prefork", concurrency=2)) as (node,):
-        node.wait_ready(client)
-        yield node
 
 
 def cancel(eid: str) -> dict:
@@ -216,16 +149,16 @@ TERMINAL = {
 
 @pytest.mark.parametrize("case", list(TERMINAL))
 def test_each_terminal_error_fails_at_once_after_one_request(
-    sim, client, env, queue, log_dir, case
+    sim, environment, running_worker, case
 ):
     overrides, error, counter = TERMINAL[case]
     overrides = {k: v.format(sim=sim.url) for k, v in overrides.items()}
     own_queue = unique(f"q-{case}")
-    node = Worker({**env, **overrides}, own_queue, log_dir, pool="solo", concurrency=1)
     (eid,) = new_ids()
     sim.create_requests([eid])
-    with workers(node):
-        node.wait_ready(client)
+    with running_worker(
+        environment | overrides, queue=own_queue, pool="solo", concurrency=1
+    ) as node:
         before = sim.stats()
 
         with pytest.raises(error):
@@ -273,27 +206,24 @@ def test_delay_refuses_a_bad_id_and_nothing_reaches_the_broker(client, broker_ur
 
 
 @pytest.mark.parametrize("pool", ["threads", "solo"])
-def test_the_threads_and_solo_pools_cancel_too(sim, client, env, log_dir, pool):
+def test_the_threads_and_solo_pools_cancel_too(sim, environment, running_worker, pool):
     own_queue = unique(f"q-{pool}")
-    node = Worker(env, own_queue, log_dir, pool=pool, concurrency=4 if pool == "threads" else 1)
+    concurrency = 4 if pool == "threads" else 1
     ids = new_ids(20)
     sim.create_requests(ids)
-    with workers(node):
-        node.wait_ready(client)
+    with running_worker(environment, queue=own_queue, pool=pool, concurrency=concurrency):
         results = [cancel_request.apply_async((eid,), queue=own_queue) for eid in ids]
         outcomes = [r.get(timeout=RESULT_TIMEOUT)["outcome"] for r in results]
     assert outcomes == ["cancelled"] * len(ids)
     assert all(sim.request(eid)["state"] == "cancelled" for eid in ids)
 
 
-def test_200_tasks_open_no_more_connections_than_the_pool_size(sim, client, env, log_dir):
+def test_200_tasks_open_no_more_connections_than_the_pool_size(sim, environment, running_worker):
     pool_size = 2
     own_queue = unique("q-conns")
-    node = Worker(env, own_queue, log_dir, pool="prefork", concurrency=pool_size)
     ids = new_ids(200)
     sim.create_requests(ids)
-    with workers(node):
-        node.wait_ready(client)
+    with running_worker(environment, queue=own_queue, pool="prefork", concurrency=pool_size):
         before = sim.stats()["connections_opened"]
         results = [cancel_request.apply_async((eid,), queue=own_queue) for eid in ids]
         outcomes = {r.get(timeout=RESULT_TIMEOUT)["outcome"] for r in results}
@@ -330,7 +260,7 @@ def _redis_dump(url: str) -> bytes:
 
 
 def test_the_secret_appears_in_no_log_and_no_broker_or_backend_key(
-    sim, worker, client, broker_url, tasks_redis_url, log_dir
+    sim, worker, broker_url, tasks_redis_url, log_dir
 ):
     ok, refused, faulty = new_ids(3)
     sim.create_requests([ok, faulty])

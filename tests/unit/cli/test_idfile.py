@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-import textwrap
 import tracemalloc
 
 import pytest
@@ -125,51 +121,6 @@ def test_dev_zero_is_refused_at_the_byte_cap_in_bounded_memory():
         f"(more than {(64 << 20) + 1:,} bytes)"
     ]
     assert peak < 512 * 1024
-
-
-# A reader over 10 million generated lines in a process of its own: its peak RSS, less the
-# peak of the same process over no lines, is what reading costs.
-_TEN_MILLION = textwrap.dedent(
-    """
-    import io, sys
-    from tasks.idfile import Problems, iter_ids
-
-    BLOCK = (b"AAAAAAAAAAE\\n" + b"not an id!\\n" + b"# comment\\n" * 48 + b"\\n" * 50) * 100
-
-    class Lines(io.RawIOBase):  # 10,000 lines a block, as many blocks as asked
-        def __init__(self, blocks):
-            self.blocks, self.rest = blocks, b""
-        def readable(self):
-            return True
-        def readinto(self, buffer):
-            if not self.rest and self.blocks:
-                self.blocks, self.rest = self.blocks - 1, BLOCK
-            n = min(len(buffer), len(self.rest))
-            buffer[:n], self.rest = self.rest[:n], self.rest[n:]
-            return n
-
-    problems = Problems()
-    count = sum(1 for _ in iter_ids(io.BufferedReader(Lines(int(sys.argv[1]))), problems=problems))
-    print(count, problems.count, len(problems.reports))
-    """
-)
-
-
-def _peak_rss_kib(*args: str) -> tuple[str, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _TEN_MILLION, *args], stdout=subprocess.PIPE, text=True
-    )
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return out, usage.ru_maxrss
-
-
-def test_ten_million_lines_are_read_in_constant_memory():
-    _, baseline = _peak_rss_kib("0")
-    out, peak = _peak_rss_kib("1000")  # 1,000 blocks of 10,000 lines
-    assert out.split() == ["100000", "100000", "100"]
-    assert peak - baseline < 16 * 1024, (baseline, peak)  # KiB
 
 
 # ----------------------------------------------------------------------------- CSV

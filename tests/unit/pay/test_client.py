@@ -9,9 +9,8 @@ import uuid
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
-from kraken.pay import ClockNonce, Credentials, KrakenPayClient, RedisNonce, normalize_external_id
+from kraken.pay import ClockNonce, Credentials, KrakenPayClient, normalize_external_id
 from kraken.pay.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -24,25 +23,13 @@ from kraken.pay.errors import (
     TemporaryLockout,
     TransportError,
 )
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 
 CREDS = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
 
 
 def new_id() -> str:
     return normalize_external_id(uuid.uuid4())
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator(seed=1) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def client(sim):
-    async with KrakenPayClient(CREDS, base_url=sim.url, timeout=1.0) as kraken_client:
-        yield kraken_client
 
 
 async def pending(sim, count: int = 1) -> list[str]:
@@ -81,17 +68,6 @@ async def test_n_sequential_cancels_open_one_tcp_connection(sim, client):
     for eid in ids:
         await client.cancel_request(eid)
     assert (await stats(sim))["connections_opened"] == 1
-
-
-async def test_redis_nonce_with_serial_ordering(sim, redis_url, redis_sync):
-    redis = aioredis.Redis.from_url(redis_url)
-    nonce = RedisNonce(redis, CREDS.key_id)
-    ids = await pending(sim, 10)
-    async with KrakenPayClient(CREDS, base_url=sim.url, nonce=nonce) as client:
-        await asyncio.gather(*(client.cancel_request(eid) for eid in ids))
-    assert (await stats(sim))["nonce_rejections"] == 0
-    assert redis_sync.exists(nonce.lock_key) == 0  # released
-    await redis.aclose()
 
 
 async def test_the_wire_request_is_krakens_documented_shape(sim, client, caplog):
@@ -187,7 +163,9 @@ async def test_each_fault_becomes_its_typed_error(sim, client, fault, error, app
 async def test_delay_past_the_timeout_is_an_ambiguous_transport_error(sim):
     (eid,) = await pending(sim)
     sim.set_faults({"delay": {"next": 1, "seconds": 0.6}})
-    async with KrakenPayClient(CREDS, base_url=sim.url, timeout=0.2) as client:
+    # No late-landing grace (it has tests of its own): the call fails at its timeout.
+    quick = {"timeout": 0.2, "late_landing_grace": 0}
+    async with KrakenPayClient(CREDS, base_url=sim.url, **quick) as client:
         with pytest.raises(TransportError, match="no answer within") as info:
             await client.cancel_request(eid)
     assert info.value.ambiguous
@@ -229,7 +207,7 @@ class _FailingSession:
     ],
 )
 async def test_timeouts_are_ambiguous_only_once_the_request_may_have_gone_out(exc, ambiguous):
-    client = KrakenPayClient(CREDS, base_url="http://127.0.0.1:9")
+    client = KrakenPayClient(CREDS, base_url="http://127.0.0.1:9", late_landing_grace=0)
     client._session = _FailingSession(exc)  # type: ignore[assignment]
     with pytest.raises(TransportError) as info:
         await client.cancel_request(new_id())

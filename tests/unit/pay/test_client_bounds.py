@@ -210,6 +210,12 @@ def test_a_setting_out_of_bounds_is_one_line_naming_the_argument(field, value):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("grace", [-1, "3", True, 601])
+def test_a_bad_grace_is_refused_naming_the_field(grace):
+    with pytest.raises(ConfigurationError, match="late_landing_grace"):
+        KrakenPayClient(CREDS, late_landing_grace=grace)
+
+
 def test_settings_within_bounds_are_kept():
     client = KrakenPayClient(
         CREDS,

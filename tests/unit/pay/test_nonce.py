@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import multiprocessing
 import time
 
 import fakeredis
 import pytest
-import redis.asyncio as aioredis
 
 from kraken.pay import ClockNonce, NonceSource, RedisNonce
-
-PROCESSES = 8
-PER_PROCESS = 10_000
-SEQUENCE_KEY = "test:nonce-seq"
-
-
-# ---------------------------------------------------------------- unit (fakeredis, fast)
-
-
-@pytest.fixture
-async def fake_redis():
-    client = fakeredis.FakeAsyncRedis()
-    yield client
-    await client.aclose()
 
 
 async def test_redis_nonce_is_strictly_increasing(fake_redis):
@@ -122,75 +106,6 @@ async def test_ordering_lock_excludes_a_second_holder(fake_redis):
     # The process keeps the turn for its lease after the call; closing hands it over at once.
     await source.aclose()
     assert not await fake_redis.exists(source.lock_key)
-
-
-# ---------------------------------------------------------------- real Redis, real processes
-
-
-def _draw(url: str, key_id: str, count: int, start: multiprocessing.synchronize.Event) -> list:
-    """Draw `count` nonces; each paired, atomically, with Redis's own order of execution."""
-
-    async def main() -> list[tuple[int, int]]:
-        client = aioredis.Redis.from_url(url)
-        source = RedisNonce(client, key_id)
-        pairs = []
-        start.wait(30)
-        for _ in range(count):
-            pipe = client.pipeline(transaction=True)  # MULTI/EXEC: script and INCR run together
-            await source._script(keys=[source.redis_key], args=[source.unit, 1], client=pipe)
-            pipe.incr(SEQUENCE_KEY)
-            nonce, seq = await pipe.execute()
-            pairs.append((int(seq), int(nonce)))
-        await client.aclose()
-        return pairs
-
-    return asyncio.run(main())
-
-
-def test_eight_processes_draw_distinct_strictly_increasing_nonces(redis_url, redis_sync):
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Manager().Event()
-    with ctx.Pool(PROCESSES) as pool:
-        jobs = [
-            pool.apply_async(_draw, (redis_url, "shared", PER_PROCESS, start))
-            for _ in range(PROCESSES)
-        ]
-        start.set()
-        results = [job.get(timeout=240) for job in jobs]
-
-    everything = sorted(pair for result in results for pair in result)
-    nonces = [nonce for _, nonce in everything]
-    assert len(nonces) == PROCESSES * PER_PROCESS
-    assert len(set(nonces)) == PROCESSES * PER_PROCESS
-    # In the order Redis executed the draws, every nonce is above the one before.
-    assert all(b > a for a, b in itertools.pairwise(nonces))
-    for result in results:  # and so is each process's own sequence
-        own = [nonce for _, nonce in result]
-        assert own == sorted(own)
-
-
-async def test_after_flushdb_the_next_nonce_is_above_every_earlier_one(redis_url, redis_sync):
-    client = aioredis.Redis.from_url(redis_url)
-    source = RedisNonce(client, "flush")
-    earlier = [await source.next() for _ in range(1000)]
-    await client.flushdb()
-    assert not await client.exists(source.redis_key)
-    assert await source.next() > max(earlier)
-    await client.aclose()
-
-
-async def test_ns_nonces_from_real_redis_are_exact_integers(redis_url, redis_sync):
-    client = aioredis.Redis.from_url(redis_url)
-    source = RedisNonce(client, "exact")
-    seconds, micros = await client.time()
-    value = await source.next()
-    assert value > 2**53
-    assert value // 1000 >= seconds * 1_000_000 + micros  # built from TIME, digit for digit
-    stored = await client.get(source.redis_key)
-    assert int(stored) == value and stored.decode() == str(value)
-    await client.set(source.redis_key, str(2**63 - 5))
-    assert await source.next() == 2**63 - 4
-    await client.aclose()
 
 
 async def test_sequential_draws_come_from_reserved_blocks_with_few_script_calls(fake_redis):

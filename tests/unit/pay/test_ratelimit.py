@@ -1,4 +1,8 @@
-"""The shared rate budget: a burst of `capacity`, then `per_second`, held back for everyone."""
+"""The shared rate budget: a burst of `capacity`, then `per_second`, held back for everyone;
+inside the client, a call without budget left is never sent.
+
+The budget on one real Redis, shared by four processes: integration/pay/test_ratelimit_shared.py.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,12 @@ import time
 import fakeredis
 import pytest
 
-from kraken.pay.errors import RateLimited
+from kraken.pay import Credentials, KrakenPayClient
+from kraken.pay.errors import PayRequestError, RateLimited
 from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND, RateBudget
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 
-
-@pytest.fixture
-async def fake_redis():
-    client = fakeredis.FakeAsyncRedis()
-    yield client
-    await client.aclose()
+CREDS = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
 
 
 def test_defaults_are_krakens_starter_tier():
@@ -92,3 +93,36 @@ async def test_waiting_is_asynchronous_and_paced(fake_redis):
 def test_bad_settings_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         RateBudget(fakeredis.FakeAsyncRedis(), "k", **kwargs)
+
+
+# ---------------------------------------------------------------- inside the client
+
+
+def budget_on(redis, **numbers) -> RateBudget:
+    return RateBudget(redis, CREDS.key_id, **{"max_wait": 0.0, "headroom": 0.0, **numbers})
+
+
+async def test_a_call_without_budget_left_is_refused_before_it_is_sent(sim, fake_redis):
+    budget = budget_on(fake_redis, capacity=2, per_second=0.01)
+    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=budget) as client:
+        for _ in range(2):
+            with pytest.raises(PayRequestError):  # sent: Kraken knows no such request
+                await client.cancel_request("AAAAAAAAAAE")
+        with pytest.raises(RateLimited) as refused:
+            await client.cancel_request("AAAAAAAAAAE")
+    assert refused.value.retry_after > 90
+    assert sim.stats()["requests"] == 2
+
+
+async def test_krakens_rate_limit_answer_holds_back_every_client_of_the_key(sim, fake_redis):
+    mine = budget_on(fake_redis, capacity=100, per_second=100)
+    theirs = budget_on(fake_redis, capacity=100, per_second=100)
+    sim.set_faults({"rate_limit": {"next": 1}})
+    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=mine) as client:
+        with pytest.raises(RateLimited):
+            await client.cancel_request("AAAAAAAAAAE")
+    async with KrakenPayClient(CREDS, base_url=sim.url, rate_budget=theirs) as other:
+        with pytest.raises(RateLimited) as held:
+            await other.cancel_request("AAAAAAAAAAE")
+    assert held.value.retry_after > 0.5  # a full refill: capacity / per_second = 1 s
+    assert sim.stats()["requests"] == 1

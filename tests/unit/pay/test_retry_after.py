@@ -84,13 +84,6 @@ async def kraken():
         yield str(server.make_url("")).rstrip("/"), header
 
 
-@pytest.fixture
-async def shared_redis(redis_sync, redis_url):
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 @pytest.mark.parametrize("value", ["inf", "1e400", "1000000000", "nan", "-1"])
 async def test_a_hostile_retry_after_is_a_capped_rate_limit_not_an_overflow(kraken, value):
     url, header = kraken
@@ -104,16 +97,16 @@ async def test_a_hostile_retry_after_is_a_capped_rate_limit_not_an_overflow(krak
 
 
 async def test_a_huge_retry_after_books_the_shared_budget_no_further_than_the_cap(
-    kraken, shared_redis
+    kraken, fake_redis
 ):
     url, header = kraken
     header["value"] = "1000000000"  # 31 years, as measured
-    budget = RateBudget(shared_redis, CREDS.key_id, capacity=15, per_second=0.33, max_wait=10)
+    budget = RateBudget(fake_redis, CREDS.key_id, capacity=15, per_second=0.33, max_wait=10)
     async with KrakenPayClient(CREDS, base_url=url, rate_budget=budget) as client:
         with pytest.raises(RateLimited):
             await client.cancel_request("AAAAAAAAAAE")
 
-    held = await _held_seconds(shared_redis, budget)
+    held = await _held_seconds(fake_redis, budget)
     burst = (budget.capacity - budget.headroom) / budget.per_second
     assert DEFAULT_MAX_RETRY_AFTER <= held <= DEFAULT_MAX_RETRY_AFTER + burst + 1
     with pytest.raises(RateLimited) as info:  # another worker of the key: held back, not 31 years
@@ -136,18 +129,18 @@ async def _held_seconds(redis: aioredis.Redis, budget: RateBudget) -> float:
     ("seconds", "pause"),
     [(math.inf, 300.0), (1e12, 300.0), (-5.0, 0.0), (math.nan, 45.0), (None, 45.0), (2.0, 2.0)],
 )
-async def test_penalize_is_capped_at_max_pause(shared_redis, seconds, pause):
-    budget = RateBudget(shared_redis, "k", capacity=15, per_second=1 / 3, headroom=0)
+async def test_penalize_is_capped_at_max_pause(fake_redis, seconds, pause):
+    budget = RateBudget(fake_redis, "k", capacity=15, per_second=1 / 3, headroom=0)
     burst = budget.capacity / budget.per_second  # the next call goes at TAT - burst
     await budget.penalize(seconds)
-    assert pause + burst - 1 <= await _held_seconds(shared_redis, budget) <= pause + burst
+    assert pause + burst - 1 <= await _held_seconds(fake_redis, budget) <= pause + burst
 
 
-async def test_a_budget_booked_years_ahead_by_an_old_client_is_read_as_its_horizon(shared_redis):
-    budget = RateBudget(shared_redis, "k", capacity=15, per_second=0.33, max_wait=10)
-    seconds, _ = await shared_redis.time()
+async def test_a_budget_booked_years_ahead_by_an_old_client_is_read_as_its_horizon(fake_redis):
+    budget = RateBudget(fake_redis, "k", capacity=15, per_second=0.33, max_wait=10)
+    seconds, _ = await fake_redis.time()
     years_ahead = (seconds + 31 * 365 * 86400) * 1_000_000
-    await shared_redis.set(budget.redis_key, str(years_ahead))
+    await fake_redis.set(budget.redis_key, str(years_ahead))
 
     started = time.monotonic()
     with pytest.raises(RateLimited) as info:
@@ -156,7 +149,7 @@ async def test_a_budget_booked_years_ahead_by_an_old_client_is_read_as_its_horiz
     assert info.value.retry_after <= DEFAULT_MAX_RETRY_AFTER + 2 / budget.per_second + 1
 
     await budget.penalize(1.0)  # the next write brings the stored TAT back within the horizon
-    assert await _held_seconds(shared_redis, budget) <= DEFAULT_MAX_RETRY_AFTER + 100
+    assert await _held_seconds(fake_redis, budget) <= DEFAULT_MAX_RETRY_AFTER + 100
 
 
 @pytest.mark.parametrize("field", ["max_pause", "max_wait", "capacity", "per_second"])

@@ -10,10 +10,6 @@ import asyncio
 import base64
 import itertools
 import json
-import os
-import selectors
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tasks_support import REPO
 from yarl import URL
 
 from kraken.pay.errors import PayRequestError, parse_response
@@ -36,7 +31,6 @@ from kraken.pay.simulator.state import NonceGuard
 
 CANCEL = "/0/private/Pay/request/cancel"
 OK = {"error": [], "result": {}}
-ROOT = REPO
 OTHER_SECRET = base64.b64encode(bytes(range(64))).decode()
 
 _nonces = itertools.count(1)  # simulators are fresh per test, so any increasing source works
@@ -112,12 +106,6 @@ async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
     while not check():
         assert loop.time() < deadline, "condition not met before the deadline"
         await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(seed=7) as simulator:
-        yield simulator
 
 
 @pytest.fixture
@@ -549,47 +537,6 @@ def test_simulator_thread_serves_synchronous_code_and_stops():
 def test_simulator_thread_reports_a_port_it_cannot_bind():
     with SimulatorThread() as first, pytest.raises(OSError):
         SimulatorThread(port=first.port).start()
-
-
-def _first_line(process: subprocess.Popen, within: float) -> str:
-    """The process's first stdout line, or fail once ``within`` seconds have passed."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + within
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while not selector.select(timeout=0.1):
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the simulator did not announce itself in time"
-    return process.stdout.readline()
-
-
-def test_module_command_serves_until_terminated():
-    command = [sys.executable, "-m", "kraken.pay.simulator", "--host", "127.0.0.1", "--port", "0"]
-    command += ["--key", "cli-key", "--secret", OTHER_SECRET, "--nonce-window", "5"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        line = _first_line(process, within=15)
-        prefix = "Kraken Pay simulator listening on http://127.0.0.1:"
-        assert line.startswith(prefix)
-        url = line.split()[-1]
-        eid = new_id()
-        request = urllib.request.Request(
-            url + "/_sim/requests", data=json.dumps({"external_id": eid}).encode(), method="POST"
-        )
-        urllib.request.urlopen(request, timeout=5).close()
-        assert urllib_cancel(url, eid, key="cli-key", secret=OTHER_SECRET) == OK
-        process.terminate()
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_command_refuses_a_key_without_a_secret_and_a_bad_secret_quietly(capsys):

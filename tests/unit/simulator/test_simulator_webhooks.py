@@ -7,14 +7,10 @@ when delivered twice; non-2xx answers are retried; every token fault is refused 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import subprocess
-import sys
 import threading
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,12 +18,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from tasks_support import REPO
 from webhook_support import await_until
 
-from kraken.pay import Credentials, KrakenPayClient, normalize_external_id
+from kraken.pay import KrakenPayClient, normalize_external_id
 from kraken.pay.errors import PayRequestError
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator, SimulatorThread
+from kraken.pay.simulator import Simulator, SimulatorThread
 from kraken.pay.webhooks import (
     MAX_BODY_BYTES,
     PayCallback,
@@ -35,8 +30,6 @@ from kraken.pay.webhooks import (
     aiohttp_handler,
     receive,
 )
-
-ROOT = REPO
 
 
 def new_id() -> str:
@@ -82,9 +75,9 @@ class Receiver:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(webhook_attempts=4, webhook_backoff=0.01) as running:
-        yield running
+def sim_options() -> dict[str, Any]:
+    """Four delivery attempts, 10 ms apart: a failing receiver is given up on quickly."""
+    return {"webhook_attempts": 4, "webhook_backoff": 0.01}
 
 
 @pytest.fixture
@@ -102,13 +95,6 @@ async def receiver(sim: Simulator) -> AsyncIterator[Receiver]:
     if shop.hold is not None:
         shop.hold.set()
     await runner.cleanup()
-
-
-@pytest.fixture
-async def client(sim: Simulator) -> AsyncIterator[KrakenPayClient]:
-    creds = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
-    async with KrakenPayClient(creds, base_url=sim.url, timeout=5.0) as kraken:
-        yield kraken
 
 
 def pending(sim: Simulator | SimulatorThread, n: int = 1) -> list[str]:
@@ -356,56 +342,3 @@ def test_simulator_thread_notifies_a_synchronous_receiver() -> None:
         finally:
             server.shutdown()
             server.server_close()
-
-
-# ------------------------------------------------------------------------ another process
-
-
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
-@contextlib.contextmanager
-def simulator_process(*args: str) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kraken.pay.simulator", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # "... listening on http://127.0.0.1:PORT"
-        assert "listening on" in line, line
-        yield line.rsplit(" ", 1)[-1].strip()
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-@pytest.mark.parametrize("register", ["over_http", "on_the_command_line"])
-async def test_a_simulator_in_another_process_notifies_this_one(register: str) -> None:
-    shop = Receiver(PayCallbackVerifier("http://127.0.0.1:9/unused"))
-    app = web.Application()
-    app.router.add_post("/hook", shop.endpoint)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    args = ("--webhook", url) if register == "on_the_command_line" else ()
-    try:
-        with simulator_process(*args) as sim_url:
-            shop.verifier = PayCallbackVerifier(sim_url + "/.well-known/pay-callback-keys.json")
-            if register == "over_http":
-                await asyncio.to_thread(_post, sim_url + "/_sim/webhooks", {"url": url})
-            eid = new_id()
-            await asyncio.to_thread(_post, sim_url + "/_sim/requests", {"external_id": eid})
-            await asyncio.to_thread(_post, sim_url + "/_sim/requests/pay", {"external_id": eid})
-            await await_until(lambda: len(shop.handled) == 1, 10, "the notification")
-            assert shop.statuses() == [(eid, "success")]
-    finally:
-        await runner.cleanup()

@@ -323,12 +323,12 @@ def kraken(kraken_settings):
 
 
 @pytest.fixture
-def handed_off(monkeypatch, _ledger_in_fakeredis):
+def handed_off(monkeypatch, ledger):
     """The ``cancel_request`` messages a chunk sends: (id, the ledger's entry for it)."""
     sent: list[tuple[str, dict]] = []
 
     def send(args, **options):
-        entry = _ledger_in_fakeredis.entry(args[0])
+        entry = ledger.entry(args[0])
         sent.append((args[0], {"ambiguous": entry.ambiguous}))
 
     monkeypatch.setattr(app.tasks["kraken_pay.cancel_request"], "apply_async", send)

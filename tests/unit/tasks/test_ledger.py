@@ -7,25 +7,15 @@ import uuid
 import fakeredis
 import pytest
 import redis
-from celery import Celery
-from tasks_support import pay_error
+from fake_client import pay_error
 
 from kraken.pay import normalize_external_id
 from kraken.pay.errors import TransportError
 from tasks import KrakenPayTask
 from tasks.celery import app
-from tasks.embedded import redis_server
-from tasks.ledger import Ledger, NotRecorded, ledger_for, override
-from tasks.schedule import schedule_cancel
-from tasks.settings import forget
-from tasks.worker import persistence_warnings
+from tasks.ledger import Ledger, NotRecorded, override
 
 EID = normalize_external_id(uuid.UUID(int=7))
-
-
-@pytest.fixture
-def ledger(_ledger_in_fakeredis) -> Ledger:
-    return _ledger_in_fakeredis
 
 
 def test_an_answer_closes_the_entry_and_keeps_the_record(scripted, ledger):
@@ -68,21 +58,6 @@ def test_the_ambiguity_of_an_attempt_reaches_the_retry_through_the_ledger(
     assert ledger.closed(EID)["attempts"] == 2
 
 
-def test_delay_returns_once_recorded_even_when_the_broker_is_down(ledger):
-    task = app.tasks["kraken_pay.cancel_request"]
-    saved = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"
-    app._pool = None
-    try:
-        result = task.apply_async((EID,), retry=False)
-    finally:
-        app.conf.broker_url = saved
-        app._pool = None
-    entry = ledger.entry(EID)
-    assert entry.task_id == result.id
-    assert [e.external_id for e in ledger.claim_due(10, grace=60)] == [EID]  # due at once
-
-
 def test_delay_raises_and_sends_nothing_when_nothing_could_be_recorded(monkeypatch):
     dead = Ledger(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
     override(app, dead)
@@ -103,28 +78,6 @@ def test_a_bad_id_in_a_chunk_fails_for_itself_alone(scripted, ledger, kraken_set
     assert ledger.closed(EID)["outcome"] == "cancelled"
 
 
-def test_two_apps_sharing_a_redis_never_see_each_others_entries(redis_url):
-    shared = redis.Redis.from_url(redis_url)
-    apps = [Celery(name, set_as_current=False) for name in ("shop_a", "shop_b")]
-    for name, each in zip(("a", "b"), apps, strict=True):
-        each.conf.kraken_pay = {"redis_url": redis_url, "redis_prefix": f"test-{name}"}
-    try:
-        mine, theirs = normalize_external_id(uuid.uuid4()), normalize_external_id(uuid.uuid4())
-        schedule_cancel(mine, in_=0, app=apps[0])
-        schedule_cancel(theirs, in_=0, app=apps[1])
-        a, b = ledger_for(apps[0]), ledger_for(apps[1])
-        assert [e.external_id for e in a.claim_due(100, grace=60)] == [mine]
-        assert [e.external_id for e in b.claim_due(100, grace=60)] == [theirs]
-        assert shared.hget("kraken:ledger:open", mine) is None  # nothing under the default
-        assert shared.hget("kraken:ledger:open", theirs) is None
-    finally:
-        for each in apps:
-            forget(each)
-        for key in shared.keys("test-[ab]:*"):
-            shared.delete(key)
-        shared.close()
-
-
 def test_the_ledger_keys_are_all_under_the_prefix():
     client = fakeredis.FakeRedis()
     ledger = Ledger(client, "shop-7")
@@ -132,19 +85,6 @@ def test_the_ledger_keys_are_all_under_the_prefix():
     ledger.begin([EID], 60)
     ledger.close([(EID, {"outcome": "cancelled"})])
     assert all(key.startswith(b"shop-7:") for key in client.keys("*"))
-
-
-@pytest.mark.slow
-def test_a_worker_warns_of_a_redis_that_would_lose_the_ledger():
-    with redis_server(prefer="process") as url:  # a Redis of the test's own, no AOF
-        client = redis.Redis.from_url(url)
-        assert [w.split(":")[0] for w in persistence_warnings(url)] == ["REDIS_URL"]
-        client.config_set("appendonly", "yes")
-        assert persistence_warnings(url) == []
-        client.config_set("maxmemory-policy", "allkeys-lru")
-        (warning,) = persistence_warnings(url)
-        assert "allkeys-lru" in warning
-        client.close()
 
 
 @pytest.mark.parametrize(

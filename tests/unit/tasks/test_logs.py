@@ -4,31 +4,12 @@ task_id and external_id, on the event loop thread too; KRAKEN_LOG_JSON gives JSO
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import threading
-import uuid
 
 import pytest
-import redis
-from tasks_support import (
-    BROKER_DB,
-    TASKS_DB,
-    Worker,
-    client_app,
-    redis_db,
-    unique,
-    wait_for,
-    worker_env,
-    workers,
-)
 
-from kraken.pay import normalize_external_id
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
-from tasks import cancel_request, logs, schedule_cancel
-from tasks.celery import app
-from tasks.checks import HEARTBEAT_KEY
+from tasks import logs
 
 
 class Records(logging.Handler):
@@ -77,59 +58,6 @@ def test_the_quiet_filter_drops_only_dispatch_due_that_sent_nothing():
     assert quiet.filter(record(idle | {"return_value": "3"}))
     assert quiet.filter(record({"name": "kraken_pay.cancel_request", "id": "x"}))
     assert quiet.filter(record({"name": "shop.tasks.send_mail", "id": "x", "return_value": "0"}))
-
-
-@pytest.mark.slow
-def test_a_json_worker_is_quiet_when_nothing_is_due_and_its_records_carry_the_ids(
-    redis_url, tmp_path
-):
-    queue = unique("q-logs")
-    broker = redis_db(redis_url, BROKER_DB)
-    tasks_url = redis_db(redis_url, TASKS_DB)
-    store = redis.Redis.from_url(tasks_url)
-    store.flushdb()  # nothing due but what this test schedules
-    heartbeat = HEARTBEAT_KEY.format(prefix="kraken")
-    with (
-        SimulatorThread(keys={DEMO_API_KEY: DEMO_API_SECRET}, nonce_window=0) as sim,
-        client_app(app, broker_url=broker, result_backend=broker, task_default_queue=queue) as c,
-    ):
-        env = worker_env(sim_url=sim.url, redis_url=tasks_url, broker_url=broker)
-        node = Worker(env | {"KRAKEN_LOG_JSON": "true", "KRAKEN_QUEUE": queue}, queue, tmp_path)
-        with workers(node):
-            node.wait_ready(c)
-            for _ in range(5):  # beat's idle ticks
-                c.send_task("kraken_pay.dispatch_due", queue=queue)
-            wait_for(lambda: store.exists(heartbeat), 30, "the idle dispatches")
-            idle_log = node.log()
-
-            eid = normalize_external_id(uuid.uuid4())
-            sim.create_requests([eid])
-            sim.set_faults({"invalid_nonce": {"next": 1}})  # the client logs on its loop
-            result = cancel_request.delay(eid)
-            assert result.get(timeout=30)["outcome"] == "cancelled"
-
-            due = normalize_external_id(uuid.uuid4())
-            sim.create_requests([due])
-            schedule_cancel(due, in_=0, redis=store)
-            c.send_task("kraken_pay.dispatch_due", queue=queue)
-            wait_for(lambda: sim.request(due)["state"] == "cancelled", 30, "the dispatch")
-            wait_for(lambda: "relay sent" in node.log(), 10, "its line")
-            lines = node.log().splitlines()
-
-    idle = [json.loads(text) for text in idle_log.splitlines() if text.startswith("{")]
-    assert idle and not [r for r in idle if "dispatch_due" in r["message"]]
-    records = [json.loads(text) for text in lines if text.startswith("{")]
-    assert records, lines[-20:]
-    not_json = [text for text in lines if re.match(r"\[\d{4}-", text)]  # Celery's format
-    assert not_json == [], not_json[:3]
-    ours = [r for r in records if r.get("external_id") == eid]
-    assert {r["name"] for r in ours} >= {"tasks.cancel", "kraken.pay.client"}
-    assert {r["task_id"] for r in ours} == {result.id}
-    dispatched = [r for r in records if r["message"].startswith("relay sent")]
-    assert len(dispatched) == 1 and dispatched[0]["count"] == 1
-    # Celery's "succeeded ...: 1" for it stays; its "received" lines never show.
-    celerys = [r["message"] for r in records if "dispatch_due" in r["message"]]
-    assert len(celerys) == 1 and celerys[0].endswith(": 1")
 
 
 @pytest.mark.parametrize(

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import sys
-import threading
 import types
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import redis
-from tasks_support import redis_db
 
 from kraken.pay import InvalidExternalId, normalize_external_id
 from kraken.pay.errors import ConfigurationError
 from tasks import schedule
 from tasks.celery import app
-from tasks.ledger import Ledger
 from tasks.schedule import schedule_cancel, scheduled, unschedule_cancel
 
 EID = "AAAAAAAAAAE"
-SCHEDULE_DB = 11  # no worker of another test claims ids from this database
-
-
-@pytest.fixture
-def fake_redis(_ledger_in_fakeredis):
-    """The fakeredis that holds the test process's ledger (tests/conftest.py)."""
-    return _ledger_in_fakeredis.redis
-
-
-@pytest.fixture
-def ledger(_ledger_in_fakeredis) -> Ledger:
-    return _ledger_in_fakeredis
 
 
 @pytest.fixture
@@ -63,40 +47,40 @@ def ids(n: int) -> list[str]:
 # ---------------------------------------------------------------- the schedule
 
 
-def test_schedule_cancel_stores_the_canonical_id_with_its_due_time(fake_redis):
+def test_schedule_cancel_stores_the_canonical_id_with_its_due_time(ledger):
     due = now() + timedelta(hours=1)
-    when = schedule_cancel(uuid.UUID(int=1), at=due, redis=fake_redis)
+    when = schedule_cancel(uuid.UUID(int=1), at=due, redis=ledger.redis)
     assert when == due
-    assert scheduled(redis=fake_redis) == [("AAAAAAAAAAAAAAAAAAAAAQ", due)]
+    assert scheduled(redis=ledger.redis) == [("AAAAAAAAAAAAAAAAAAAAAQ", due)]
 
 
-def test_in_counts_from_the_clock_of_redis(fake_redis):
+def test_in_counts_from_the_clock_of_redis(ledger):
     before = now()
-    when = schedule_cancel(EID, in_=timedelta(minutes=5), redis=fake_redis)
+    when = schedule_cancel(EID, in_=timedelta(minutes=5), redis=ledger.redis)
     assert before + timedelta(minutes=5) <= when <= now() + timedelta(minutes=5)
     assert when.tzinfo is timezone.utc
 
 
-def test_rescheduling_an_id_moves_it(fake_redis):
-    schedule_cancel(EID, in_=60, redis=fake_redis)
+def test_rescheduling_an_id_moves_it(ledger):
+    schedule_cancel(EID, in_=60, redis=ledger.redis)
     later = now() + timedelta(days=1)
-    schedule_cancel(EID, at=later, redis=fake_redis)
-    assert scheduled(redis=fake_redis) == [(EID, later)]
+    schedule_cancel(EID, at=later, redis=ledger.redis)
+    assert scheduled(redis=ledger.redis) == [(EID, later)]
 
 
-def test_unschedule_cancel_removes_the_id(fake_redis):
-    schedule_cancel(EID, in_=60, redis=fake_redis)
-    assert unschedule_cancel(EID, redis=fake_redis) is True
-    assert scheduled(redis=fake_redis) == []
-    assert unschedule_cancel(EID, redis=fake_redis) is False
+def test_unschedule_cancel_removes_the_id(ledger):
+    schedule_cancel(EID, in_=60, redis=ledger.redis)
+    assert unschedule_cancel(EID, redis=ledger.redis) is True
+    assert scheduled(redis=ledger.redis) == []
+    assert unschedule_cancel(EID, redis=ledger.redis) is False
 
 
-def test_scheduled_lists_soonest_first_up_to_a_limit(fake_redis):
+def test_scheduled_lists_soonest_first_up_to_a_limit(ledger):
     a, b, c = ids(3)
     for eid, minutes in ((a, 3), (b, 1), (c, 2)):
-        schedule_cancel(eid, in_=timedelta(minutes=minutes), redis=fake_redis)
-    assert [eid for eid, _ in scheduled(redis=fake_redis)] == [b, c, a]
-    assert [eid for eid, _ in scheduled(limit=2, redis=fake_redis)] == [b, c]
+        schedule_cancel(eid, in_=timedelta(minutes=minutes), redis=ledger.redis)
+    assert [eid for eid, _ in scheduled(redis=ledger.redis)] == [b, c, a]
+    assert [eid for eid, _ in scheduled(limit=2, redis=ledger.redis)] == [b, c]
 
 
 @pytest.mark.parametrize(
@@ -110,56 +94,56 @@ def test_scheduled_lists_soonest_first_up_to_a_limit(fake_redis):
         ({"at": datetime.now(timezone.utc), "in_": 5}, TypeError, "exactly one of at= or in_="),
     ],
 )
-def test_a_bad_time_is_refused_and_nothing_is_stored(fake_redis, kwargs, error, message):
+def test_a_bad_time_is_refused_and_nothing_is_stored(ledger, kwargs, error, message):
     with pytest.raises(error, match=message):
-        schedule_cancel(EID, redis=fake_redis, **kwargs)
-    assert scheduled(redis=fake_redis) == []
+        schedule_cancel(EID, redis=ledger.redis, **kwargs)
+    assert scheduled(redis=ledger.redis) == []
 
 
-def test_a_bad_id_is_refused_and_nothing_is_stored(fake_redis):
+def test_a_bad_id_is_refused_and_nothing_is_stored(ledger):
     with pytest.raises(InvalidExternalId):
-        schedule_cancel("not base64!", in_=0, redis=fake_redis)
+        schedule_cancel("not base64!", in_=0, redis=ledger.redis)
     with pytest.raises(InvalidExternalId):
-        unschedule_cancel("not base64!", redis=fake_redis)
-    assert scheduled(redis=fake_redis) == []
+        unschedule_cancel("not base64!", redis=ledger.redis)
+    assert scheduled(redis=ledger.redis) == []
 
 
 # ---------------------------------------------------------------- claiming due entries
 
 
-def test_a_claim_takes_the_due_ids_and_none_early(ledger, fake_redis):
+def test_a_claim_takes_the_due_ids_and_none_early(ledger):
     due, later = ids(2)
-    schedule_cancel(due, at=now() - timedelta(seconds=1), redis=fake_redis)
-    schedule_cancel(later, in_=timedelta(minutes=1), redis=fake_redis)
+    schedule_cancel(due, at=now() - timedelta(seconds=1), redis=ledger.redis)
+    schedule_cancel(later, in_=timedelta(minutes=1), redis=ledger.redis)
     assert [e.external_id for e in ledger.claim_due(10, grace=60)] == [due]
-    assert [eid for eid, _ in scheduled(redis=fake_redis)] == [later]
+    assert [eid for eid, _ in scheduled(redis=ledger.redis)] == [later]
     assert ledger.claim_due(10, grace=60) == []  # claimed once: a second relay finds nothing
 
 
-def test_a_claim_that_no_worker_began_is_taken_again_once_its_lease_expires(ledger, fake_redis):
-    schedule_cancel(EID, in_=0, redis=fake_redis)
+def test_a_claim_that_no_worker_began_is_taken_again_once_its_lease_expires(ledger):
+    schedule_cancel(EID, in_=0, redis=ledger.redis)
     assert [e.external_id for e in ledger.claim_due(10, grace=0)] == [EID]  # lost on the way
     assert [e.external_id for e in ledger.claim_due(10, grace=60)] == [EID]
 
 
-def test_an_entry_a_worker_began_is_not_claimed_while_its_attempt_may_run(ledger, fake_redis):
-    schedule_cancel(EID, in_=0, redis=fake_redis)
+def test_an_entry_a_worker_began_is_not_claimed_while_its_attempt_may_run(ledger):
+    schedule_cancel(EID, in_=0, redis=ledger.redis)
     ledger.claim_due(10, grace=0)
     ledger.begin([EID], hold=60)
     assert ledger.claim_due(10, grace=60) == []
 
 
-def test_a_claimed_id_on_its_way_is_not_pushed_back_by_rescheduling(ledger, fake_redis):
-    schedule_cancel(EID, in_=0, redis=fake_redis)
+def test_a_claimed_id_on_its_way_is_not_pushed_back_by_rescheduling(ledger):
+    schedule_cancel(EID, in_=0, redis=ledger.redis)
     ledger.claim_due(10, grace=0)  # sent: the entry is queued now, no longer scheduled
-    schedule_cancel(EID, in_=timedelta(hours=1), redis=fake_redis)
+    schedule_cancel(EID, in_=timedelta(hours=1), redis=ledger.redis)
     assert ledger.entry(EID).state == "queued"
     assert [e.external_id for e in ledger.claim_due(10, grace=60)] == [EID]
 
 
-def test_a_claim_takes_at_most_its_limit(ledger, fake_redis):
+def test_a_claim_takes_at_most_its_limit(ledger):
     for eid in ids(5):
-        schedule_cancel(eid, in_=0, redis=fake_redis)
+        schedule_cancel(eid, in_=0, redis=ledger.redis)
     assert len(ledger.claim_due(3, grace=60)) == 3
     assert len(ledger.claim_due(3, grace=60)) == 2
 
@@ -174,49 +158,23 @@ def test_re_sent_entries_wait_longer_each_time(ledger):
     assert leases[0] < leases[1] < leases[2]
 
 
-def test_two_relays_racing_on_real_redis_claim_each_id_once(redis_url):
-    client = redis.Redis.from_url(redis_db(redis_url, SCHEDULE_DB))
-    client.flushdb()
-    everything = ids(2000)
-    for eid in everything:
-        schedule_cancel(eid, in_=0, redis=client)
-    claims: list[list[str]] = [[], []]
-    start = threading.Barrier(2)
-
-    def relay(mine: list[str]) -> None:
-        own = Ledger(redis.Redis.from_url(redis_db(redis_url, SCHEDULE_DB)))
-        start.wait()
-        while batch := own.claim_due(50, grace=600):
-            mine.extend(e.external_id for e in batch)
-        own.redis.close()
-
-    threads = [threading.Thread(target=relay, args=(mine,)) for mine in claims]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert all(claims)  # both took part
-    assert sorted(claims[0] + claims[1]) == sorted(everything)
-    client.close()
-
-
 # ---------------------------------------------------------------- the relay
 
 
-def test_the_relay_sends_the_due_ids_in_bulk(sent, ledger, fake_redis):
+def test_the_relay_sends_the_due_ids_in_bulk(sent, ledger):
     due = ids(3)
     for eid in due:
-        schedule_cancel(eid, in_=0, redis=fake_redis)
-    schedule_cancel(EID, in_=timedelta(hours=1), redis=fake_redis)
+        schedule_cancel(eid, in_=0, redis=ledger.redis)
+    schedule_cancel(EID, in_=timedelta(hours=1), redis=ledger.redis)
     assert schedule.dispatch_due.apply().get() == 3
     assert [sorted(message) for message in sent] == [sorted(due)]
-    assert [eid for eid, _ in scheduled(redis=fake_redis)] == [EID]
+    assert [eid for eid, _ in scheduled(redis=ledger.redis)] == [EID]
 
 
-def test_the_relay_sends_large_backlogs_in_batches(sent, fake_redis, monkeypatch):
+def test_the_relay_sends_large_backlogs_in_batches(sent, ledger, monkeypatch):
     monkeypatch.setattr(schedule, "DISPATCH_BATCH", 2)
     for eid in ids(5):
-        schedule_cancel(eid, in_=0, redis=fake_redis)
+        schedule_cancel(eid, in_=0, redis=ledger.redis)
     assert schedule.dispatch_due.apply().get() == 5
     assert [len(message) for message in sent] == [2, 2, 1]
 

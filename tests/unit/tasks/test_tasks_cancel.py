@@ -7,7 +7,8 @@ import logging
 import uuid
 
 import pytest
-from tasks_support import client_app, pay_error
+from fake_client import pay_error
+from tasks_support import client_app
 
 from kraken.pay import InvalidExternalId
 from kraken.pay.errors import (

@@ -10,10 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kraken.pay import KrakenPayClient, RedisNonce
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import runtime
-from tasks.settings import Secret, Settings
 
 
 class FakeClient:
@@ -130,26 +127,3 @@ def test_a_forked_child_never_reuses_its_parents_loop(built):
     assert fresh and other_loop
     assert child_pid == child.pid
     assert runtime.current() is parent  # the parent's runtime is untouched
-
-
-async def test_the_production_client_uses_redis_nonces_and_the_settings(redis_url):
-    settings = Settings(
-        api_key=DEMO_API_KEY,
-        api_secret=Secret(DEMO_API_SECRET),
-        api_url="http://127.0.0.1:1",
-        redis_url=redis_url,
-        ordering="window",
-        timeout=3.0,
-    )
-    client = await runtime.build_client(settings)
-    try:
-        assert isinstance(client, KrakenPayClient)
-        assert isinstance(client.nonce, RedisNonce)
-        assert (client.base_url, client.ordering, client.timeout) == (
-            "http://127.0.0.1:1",
-            "window",
-            3.0,
-        )
-        assert await client.nonce.next() > 0
-    finally:
-        await runtime._close_client(client)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from webhook_support import JwksServer, Key, claims
+from webhook_support import Key, claims
 
 from kraken.pay.webhooks import (
     MAX_BODY_BYTES,
@@ -24,17 +24,6 @@ from kraken.pay.webhooks import (
 )
 
 UNREACHABLE_JWKS = "http://127.0.0.1:9/.well-known/pay-callback-keys.json"  # discard port: refused
-
-
-@pytest.fixture
-def key() -> Key:
-    return Key("kraken-1")
-
-
-@pytest.fixture
-def verifier(key: Key) -> Iterator[PayCallbackVerifier]:
-    with JwksServer(key) as server:
-        yield PayCallbackVerifier(server.url, timeout=1.0)
 
 
 def test_a_valid_notification_reaches_the_hook_and_answers_success(

@@ -13,7 +13,6 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,22 +31,6 @@ def b64(data: bytes | dict[str, Any]) -> str:
 
 def forged(header: dict[str, Any], body: dict[str, Any], signature: bytes = b"") -> str:
     return f"{b64(header)}.{b64(body)}.{b64(signature)}"
-
-
-@pytest.fixture
-def key() -> Key:
-    return Key("kraken-1")
-
-
-@pytest.fixture
-def server(key: Key) -> Iterator[JwksServer]:
-    with JwksServer(key) as running:
-        yield running
-
-
-@pytest.fixture
-def verifier(server: JwksServer) -> PayCallbackVerifier:
-    return PayCallbackVerifier(server.url, timeout=2.0)
 
 
 def refused(verifier: PayCallbackVerifier, token: Any) -> InvalidCallback:
