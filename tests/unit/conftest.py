@@ -47,18 +47,26 @@ async def fake_redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
 
 
 @pytest.fixture
-def scripted() -> Iterator[Callable[..., ScriptedClient]]:
-    """``scripted(*steps)`` installs a ScriptedClient as the process's client."""
+def client_factory() -> Iterator[Callable[[Callable[[], Any]], None]]:
+    """``client_factory(factory)``: the tasks' runtime builds its client with ``factory`` (an
+    async callable) for this test; production's factory again after it."""
     from tasks import runtime
 
-    def install(*steps: object) -> ScriptedClient:
-        client = ScriptedClient(*steps)
+    yield runtime.set_client_factory
+    runtime.set_client_factory(None)
+
+
+@pytest.fixture
+def scripted(client_factory) -> Callable[..., ScriptedClient]:
+    """``scripted(*steps, script=..., latency=...)``: a ScriptedClient is the process's client."""
+
+    def install(*steps: object, **options: Any) -> ScriptedClient:
+        client = ScriptedClient(*steps, **options)
 
         async def factory() -> ScriptedClient:
             return client
 
-        runtime.set_client_factory(factory)
+        client_factory(factory)
         return client
 
-    yield install
-    runtime.set_client_factory(None)
+    return install

@@ -7,12 +7,12 @@ import uuid
 from collections import Counter
 
 import pytest
+from fake_client import ScriptedClient, pay_error
 
 from kraken.pay import normalize_external_id
 from kraken.pay.errors import (
     AuthenticationError,
     InvalidRequest,
-    PayRequestError,
     RateLimited,
     ServiceUnavailable,
     TemporaryLockout,
@@ -30,37 +30,7 @@ def new_ids(n: int) -> list[str]:
     return [normalize_external_id(uuid.uuid4()) for _ in range(n)]
 
 
-def pay_error(reason: str) -> PayRequestError:
-    return PayRequestError(f"EPay:{reason}", reason=reason)
-
-
-class FakeKraken:
-    """Answers ``cancel_request`` from a script per id (default: cancelled) and watches how
-    many calls are in flight at once."""
-
-    def __init__(self, script: dict[str, list] | None = None, latency: float = 0.0) -> None:
-        self.script = {eid: list(steps) for eid, steps in (script or {}).items()}
-        self.latency = latency
-        self.calls: Counter[str] = Counter()
-        self.in_flight = 0
-        self.peak = 0
-
-    async def cancel_request(self, eid: str) -> dict:
-        self.calls[eid] += 1
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        try:
-            await asyncio.sleep(self.latency)
-            steps = self.script.get(eid)
-            step = steps.pop(0) if steps else {}
-            if isinstance(step, BaseException):
-                raise step
-            return step
-        finally:
-            self.in_flight -= 1
-
-
-async def run_chunk(client: FakeKraken, ids: list[str], **options) -> bulk.ChunkProgress:
+async def run_chunk(client: ScriptedClient, ids: list[str], **options) -> bulk.ChunkProgress:
     return await cancel_many(client, ids, **{"policy": QUICK, "concurrency": 4, **options})
 
 
@@ -162,14 +132,14 @@ def test_summaries_of_chunks_add_up():
 
 
 async def test_a_chunk_keeps_at_most_concurrency_calls_in_flight():
-    client = FakeKraken(latency=0.001)
+    client = ScriptedClient(latency=0.001)
     progress = await run_chunk(client, new_ids(200), concurrency=8)
     assert client.peak == 8
     assert progress.outcomes["cancelled"] == 200
 
 
 async def test_a_huge_chunk_builds_one_coroutine_per_lane_not_per_id():
-    client = FakeKraken()
+    client = ScriptedClient()
     ids = [normalize_external_id(i) for i in range(100_000)]
     seen = 0
 
@@ -190,22 +160,24 @@ async def test_a_huge_chunk_builds_one_coroutine_per_lane_not_per_id():
     ("answer", "outcome"),
     [
         ({}, "cancelled"),
-        (pay_error("already_cancelled"), "already_cancelled"),
-        (pay_error("not_cancellable"), "not_cancellable"),
-        (pay_error("not_found"), "not_found"),
+        (pay_error("RequestAlreadyCancelled"), "already_cancelled"),
+        (pay_error("RequestNotCancellable"), "not_cancellable"),
+        (pay_error("RequestNotFound"), "not_found"),
     ],
 )
 async def test_what_kraken_says_about_a_request_is_its_outcome(answer, outcome):
     (eid,) = new_ids(1)
-    progress = await run_chunk(FakeKraken({eid: [answer]}), [eid])
+    progress = await run_chunk(ScriptedClient(script={eid: [answer]}), [eid])
     assert progress.outcomes[outcome] == 1
     assert sum(progress.outcomes.values()) == 1
 
 
 async def test_already_cancelled_after_an_ambiguous_attempt_is_cancelled():
     (eid,) = new_ids(1)
-    client = FakeKraken(
-        {eid: [TransportError("reset", ambiguous=True), pay_error("already_cancelled")]}
+    client = ScriptedClient(
+        script={
+            eid: [TransportError("reset", ambiguous=True), pay_error("RequestAlreadyCancelled")]
+        }
     )
     progress = await run_chunk(client, [eid])
     assert progress.outcomes["cancelled"] == 1
@@ -214,24 +186,26 @@ async def test_already_cancelled_after_an_ambiguous_attempt_is_cancelled():
 
 async def test_already_cancelled_for_an_id_that_was_ambiguous_before_the_chunk_is_cancelled():
     (eid,) = new_ids(1)
-    client = FakeKraken({eid: [pay_error("already_cancelled")]})
+    client = ScriptedClient(script={eid: [pay_error("RequestAlreadyCancelled")]})
     progress = await run_chunk(client, [eid], ambiguous=frozenset([eid]))
     assert progress.outcomes["cancelled"] == 1
 
 
 async def test_a_transient_error_is_retried_inside_the_chunk():
     (eid,) = new_ids(1)
-    client = FakeKraken({eid: [ServiceUnavailable("busy"), TransportError("refused"), {}]})
+    client = ScriptedClient(
+        script={eid: [ServiceUnavailable("busy"), TransportError("refused"), {}]}
+    )
     progress = await run_chunk(client, [eid])
     assert progress.outcomes["cancelled"] == 1
-    assert client.calls[eid] == 3
+    assert client.calls.count(eid) == 3
     assert progress.handoffs == []
 
 
 async def test_an_id_still_failing_after_the_quick_attempts_is_handed_off_with_its_ambiguity():
     clean, unclear = new_ids(2)
-    client = FakeKraken(
-        {
+    client = ScriptedClient(
+        script={
             clean: [TransportError("refused")] * 5,
             unclear: [TransportError("reset", ambiguous=True)] + [TransportError("refused")] * 4,
         }
@@ -240,13 +214,13 @@ async def test_an_id_still_failing_after_the_quick_attempts_is_handed_off_with_i
     assert sorted((eid, amb) for eid, amb, _ in progress.handoffs) == sorted(
         [(clean, False), (unclear, True)]
     )
-    assert client.calls == {clean: lanes.QUICK_ATTEMPTS, unclear: lanes.QUICK_ATTEMPTS}
+    assert Counter(client.calls) == {clean: lanes.QUICK_ATTEMPTS, unclear: lanes.QUICK_ATTEMPTS}
     assert sum(progress.outcomes.values()) == 0
 
 
 async def test_a_terminal_error_fails_that_id_with_its_error_and_the_others_go_on():
     bad, good = new_ids(2)
-    client = FakeKraken({bad: [InvalidRequest("EGeneral:Invalid arguments")]})
+    client = ScriptedClient(script={bad: [InvalidRequest("EGeneral:Invalid arguments")]})
     progress = await run_chunk(client, [bad, good])
     assert progress.failed == [
         {"external_id": bad, "error": "InvalidRequest: EGeneral:Invalid arguments"}
@@ -256,9 +230,9 @@ async def test_a_terminal_error_fails_that_id_with_its_error_and_the_others_go_o
 
 async def test_a_refused_key_stops_the_chunk_and_fails_the_rest_without_calls():
     ids = new_ids(10)
-    client = FakeKraken({eid: [AuthenticationError("EAPI:Invalid key")] for eid in ids})
+    client = ScriptedClient(script={eid: [AuthenticationError("EAPI:Invalid key")] for eid in ids})
     progress = await run_chunk(client, ids, concurrency=1)
-    assert sum(client.calls.values()) == 1
+    assert len(client.calls) == 1
     assert [f["external_id"] for f in progress.failed] == ids
     assert {f["error"] for f in progress.failed} == {"AuthenticationError: EAPI:Invalid key"}
 
@@ -267,7 +241,7 @@ async def test_a_rate_limit_pauses_every_lane_and_spends_no_attempt():
     ids = new_ids(4)
     first = ids[0]
     script = {first: [RateLimited("budget", retry_after=0.05)] * 4}
-    client = FakeKraken(script)
+    client = ScriptedClient(script=script)
     loop = asyncio.get_running_loop()
     started = loop.time()
     progress = await run_chunk(client, ids, concurrency=4)
@@ -278,17 +252,17 @@ async def test_a_rate_limit_pauses_every_lane_and_spends_no_attempt():
 
 async def test_a_lockout_longer_than_the_window_carries_the_whole_chunk_for_later():
     ids = new_ids(20)
-    client = FakeKraken({ids[0]: [TemporaryLockout("EGeneral:Temporary lockout")]})
+    client = ScriptedClient(script={ids[0]: [TemporaryLockout("EGeneral:Temporary lockout")]})
     policy = RetryPolicy(base_delay=1.0)  # a lockout pauses 30 s at least
     progress = await run_chunk(client, ids, concurrency=1, window=5.0, policy=policy)
-    assert sum(client.calls.values()) == 1
+    assert len(client.calls) == 1
     assert [eid for eid, _ in progress.carried] == ids
     assert progress.paused_until - asyncio.get_running_loop().time() >= 25
 
 
 async def test_ids_not_started_within_the_window_are_carried_with_their_ambiguity():
     ids = new_ids(50)
-    client = FakeKraken(latency=0.02)
+    client = ScriptedClient(latency=0.02)
     progress = await run_chunk(
         client, ids, concurrency=2, window=0.05, ambiguous=frozenset(ids[-1:])
     )
@@ -296,30 +270,18 @@ async def test_ids_not_started_within_the_window_are_carried_with_their_ambiguit
     assert 0 < done < 50
     assert len(progress.carried) == 50 - done
     assert progress.carried[-1] == (ids[-1], True)
-    assert sum(client.calls.values()) == done
+    assert len(client.calls) == done
 
 
 # ---------------------------------------------------------------- the tasks, in eager mode
 
 
 @pytest.fixture
-def kraken(kraken_settings):
-    """``kraken(script)`` installs a FakeKraken as the process's client; small chunks."""
-    from tasks import runtime
-
+def kraken(kraken_settings, scripted):
+    """``kraken(script)``: a ScriptedClient answering from that per-id script is the process's
+    client; chunks of 3, two lanes, quick retries."""
     kraken_settings(bulk_chunk=3, bulk_concurrency=2, retry_base_delay=0.001)
-
-    def install(script: dict | None = None) -> FakeKraken:
-        client = FakeKraken(script)
-
-        async def factory() -> FakeKraken:
-            return client
-
-        runtime.set_client_factory(factory)
-        return client
-
-    yield install
-    runtime.set_client_factory(None)
+    return lambda script=None: scripted(script=script or {})
 
 
 @pytest.fixture
@@ -340,7 +302,7 @@ def test_bulk_cancel_returns_one_summary_of_every_chunk(kraken, handed_off):
     failing = ids[1]
     kraken(
         {
-            ids[0]: [pay_error("not_found")],
+            ids[0]: [pay_error("RequestNotFound")],
             failing: [TransportError("reset", ambiguous=True)] * lanes.QUICK_ATTEMPTS,
             ids[2]: [InvalidRequest("EGeneral:Invalid arguments")],
         }
@@ -378,12 +340,12 @@ def test_a_chunk_whose_window_ends_continues_in_a_retry_and_its_summary_adds_up(
 
     assert summary["outcomes"]["cancelled"] == 3
     assert (summary["total"], summary["accepted"], summary["handed_off"]) == (3, 3, 0)
-    assert client.calls == {ids[0]: 2, ids[1]: 1, ids[2]: 1}
+    assert Counter(client.calls) == {ids[0]: 2, ids[1]: 1, ids[2]: 1}
 
 
 def test_a_redelivered_chunk_reads_already_cancelled_as_its_own_work(kraken, handed_off):
     ids = new_ids(2)
-    kraken({eid: [pay_error("already_cancelled")] for eid in ids})
+    kraken({eid: [pay_error("RequestAlreadyCancelled")] for eid in ids})
     bulk.cancel_chunk.push_request(delivery_info={"redelivered": True})  # its worker died
     try:
         result = bulk.cancel_chunk(ids)
@@ -394,6 +356,6 @@ def test_a_redelivered_chunk_reads_already_cancelled_as_its_own_work(kraken, han
 
 def test_a_first_delivery_reports_already_cancelled_as_it_is(kraken, handed_off):
     ids = new_ids(2)
-    kraken({eid: [pay_error("already_cancelled")] for eid in ids})
+    kraken({eid: [pay_error("RequestAlreadyCancelled")] for eid in ids})
     result = bulk.cancel_chunk.apply(args=(ids,)).get()
     assert result["outcomes"]["already_cancelled"] == 2

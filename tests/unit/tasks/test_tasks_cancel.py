@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 
 import pytest
-from fake_client import pay_error
+from fake_client import kraken_error, pay_error
 from tasks_support import client_app
 
 from kraken.pay import InvalidExternalId
 from kraken.pay.errors import (
-    KrakenError,
     RateLimited,
     TransportError,
-    parse_response,
 )
 from tasks import RetriesExhausted, cancel_request, runtime
 from tasks.celery import app
 from tasks.settings import settings_for
 
 EID = "AAAAAAAAAAE"  # the 8 bytes of the integer 1
-
-
-def kraken_error(code: str) -> KrakenError:
-    try:
-        parse_response(200, json.dumps({"error": [code]}).encode())
-    except KrakenError as exc:
-        return exc
-    raise AssertionError("not an error")
 
 
 @pytest.fixture

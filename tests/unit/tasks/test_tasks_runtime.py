@@ -9,29 +9,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from fake_client import ScriptedClient
 
 from tasks import runtime
 
 
-class FakeClient:
-    closed = False
-
-    async def close(self) -> None:
-        self.closed = True
-
-
 @pytest.fixture
-def built():
-    """Install a factory that counts the clients it builds; restore production after."""
-    clients: list[FakeClient] = []
+def built(client_factory) -> list[ScriptedClient]:
+    """The clients the runtime builds, each a fresh ScriptedClient, in order."""
+    clients: list[ScriptedClient] = []
 
-    async def factory() -> FakeClient:
-        clients.append(FakeClient())
+    async def factory() -> ScriptedClient:
+        clients.append(ScriptedClient())
         return clients[-1]
 
-    runtime.set_client_factory(factory)
-    yield clients
-    runtime.set_client_factory(None)
+    client_factory(factory)
+    return clients
 
 
 async def _where() -> tuple[int, asyncio.AbstractEventLoop]:
@@ -91,19 +84,16 @@ def test_shutdown_closes_the_client_and_stops_the_thread(built):
     assert len(built) == 2
 
 
-def test_a_factory_that_fails_leaves_no_thread_behind():
+def test_a_factory_that_fails_leaves_no_thread_behind(client_factory):
     async def failing():
         raise RuntimeError("no client today")
 
     before = threading.active_count()
-    runtime.set_client_factory(failing)
-    try:
-        with pytest.raises(RuntimeError, match="no client today"):
-            runtime.start()
-        assert runtime.current() is None
-        assert threading.active_count() == before
-    finally:
-        runtime.set_client_factory(None)
+    client_factory(failing)
+    with pytest.raises(RuntimeError, match="no client today"):
+        runtime.start()
+    assert runtime.current() is None
+    assert threading.active_count() == before
 
 
 def _child(conn) -> None:
