@@ -5,8 +5,6 @@ A real prefork worker's metrics: integration/tasks/test_worker_metrics.py.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 
 import fakeredis
@@ -15,16 +13,6 @@ import pytest
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from tasks import metrics
-
-
-def test_importing_tasks_imports_no_prometheus_client_and_creates_no_metric():
-    code = (
-        "import sys, tasks, tasks.metrics, tasks.cancel, tasks.bulk\n"
-        "assert 'prometheus_client' not in sys.modules, 'imported at import time'\n"
-        "assert tasks.metrics._metrics is None\n"
-    )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert completed.returncode == 0, completed.stderr
 
 
 def test_the_ledger_gauges_come_from_the_registered_source_at_each_scrape():
