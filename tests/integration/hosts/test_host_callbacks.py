@@ -75,6 +75,13 @@ def handled_line(eid: str, status: str, handled: bool) -> str:
     return f"handle_callback external_id={eid} status={status} handled={str(handled).lower()}"
 
 
+def both_handled(worker, eid: str, status: str) -> None:
+    """Both deliveries reached the worker (in either order): one handled, one a duplicate."""
+    lines = (handled_line(eid, status, True), handled_line(eid, status, False))
+    wait_for(lambda: all(line in worker.log() for line in lines), 30, "both deliveries")
+    assert worker.log().count(lines[0]) == 1
+
+
 def new_order(project, env) -> str:
     order = drive(project, env, "order")
     assert order["http"] == 201
@@ -133,11 +140,7 @@ def test_a_payment_delivered_twice_runs_the_shops_reaction_once(
         before["webhook_faults_injected"]["webhook_duplicate"] + 1
     )
     assert after["webhooks_acknowledged"] == before["webhooks_acknowledged"] + 2
-    # Both deliveries reached the worker: one handled, one folded as a duplicate.
-    wait_for(
-        lambda: handled_line(eid, "success", False) in project_worker.log(), 30, "the duplicate"
-    )
-    assert project_worker.log().count(handled_line(eid, "success", True)) == 1
+    both_handled(project_worker, eid, "success")
     found = events(project, env, eid)
     assert found == {"events": [["success", "alice"]], "order_status": "paid"}
 
@@ -212,10 +215,7 @@ def test_a_payment_made_while_its_cancellation_is_queued_wins_and_runs_the_hook_
         sim.wait_webhooks()
     finally:
         sim.clear_faults()
-    wait_for(
-        lambda: handled_line(eid, "success", False) in project_worker.log(), 30, "the duplicate"
-    )
-    assert project_worker.log().count(handled_line(eid, "success", True)) == 1
+    both_handled(project_worker, eid, "success")
     assert events(project, env, eid) == {"events": [["success", "bob"]], "order_status": "paid"}
     assert sim.request(eid)["state"] == "paid"
     record = wait_for(lambda: confirmed(env, eid, "paid_meanwhile"), 30, "the ledger")
