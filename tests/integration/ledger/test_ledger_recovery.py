@@ -19,13 +19,7 @@ from typing import Any
 import pytest
 import redis
 from celery.result import AsyncResult
-from tasks_support import (
-    Beat,
-    Worker,
-    client_app,
-    unique,
-    wait_for,
-)
+from tasks_support import Beat, Worker, client_app, unique, wait_for
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import SimulatorThread

@@ -17,11 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from tasks_support import (
-    Beat,
-    redis_db,
-    wait_for,
-)
+from tasks_support import Beat, redis_db, wait_for, workers
 
 from kraken.pay import normalize_external_id
 from tasks.ledger import Ledger
@@ -33,15 +29,11 @@ LATE_AT_MOST = 2.0  # seconds after its due time that a scheduled cancellation m
 
 @contextlib.contextmanager
 def beats(*nodes: Beat) -> Iterator[tuple[Beat, ...]]:
-    try:
-        for node in nodes:
-            node.start()
+    """Beat processes started (as worker nodes are), once each has sent its first task."""
+    with workers(*nodes):  # type: ignore[arg-type]  # a Beat starts and stops as a Worker does
         for node in nodes:
             node.wait_ticking()
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 @pytest.fixture(scope="module")

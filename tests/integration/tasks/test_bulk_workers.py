@@ -10,10 +10,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from tasks_support import (
-    unique,
-    wait_for,
-)
+from tasks_support import unique, wait_for
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import SimulatorThread

@@ -9,12 +9,7 @@ import signal
 import time
 import uuid
 
-from tasks_support import (
-    Worker,
-    unique,
-    wait_for,
-    workers,
-)
+from tasks_support import Worker, unique, wait_for, workers
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import SimulatorThread

@@ -6,10 +6,7 @@ import uuid
 from collections import Counter
 
 from celery.result import ResultSet
-from tasks_support import (
-    Worker,
-    workers,
-)
+from tasks_support import Worker, workers
 
 from kraken.pay import normalize_external_id
 from kraken.pay.simulator import FAULT_KINDS

@@ -6,12 +6,7 @@ import uuid
 
 import pytest
 from kombu import Connection
-from tasks_support import (
-    RABBITMQ_URL,
-    Worker,
-    client_app,
-    workers,
-)
+from tasks_support import RABBITMQ_URL, Worker, client_app, workers
 
 from kraken.pay import normalize_external_id
 from tasks import cancel_request

@@ -10,10 +10,7 @@ from fake_client import kraken_error, pay_error
 from tasks_support import client_app
 
 from kraken.pay import InvalidExternalId
-from kraken.pay.errors import (
-    RateLimited,
-    TransportError,
-)
+from kraken.pay.errors import RateLimited, TransportError
 from tasks import RetriesExhausted, cancel_request, runtime
 from tasks.celery import app
 from tasks.settings import settings_for
