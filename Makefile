@@ -26,10 +26,14 @@ lock:
 	$(UV_COMPILE) --custom-compile-command 'make lock' --extra test \
 		-c requirements/lock.txt -o requirements/test-lock.txt
 
+# The whole suite: tests/unit and tests/integration (real Redis, workers, beat, PostgreSQL,
+# the commands in fresh processes), about 10 minutes on 2 cores.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# Everything not marked slow, which is everything under tests/integration: the unit tests,
+# about 10 seconds, with no service running and no process started.
 test-fast: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow"
