@@ -32,11 +32,11 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Everything not marked slow, which is everything under tests/integration: the unit tests,
-# about 10 seconds, with no service running and no process started.
+# Everything not marked slow: the unit tests, about 10 seconds, with no service running and
+# no process started (everything under tests/integration is slow: not even collected here).
 test-fast: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" tests/unit
 
 demo: $(BIN)/.installed
 	$(BIN)/kraken-pay demo

@@ -327,7 +327,8 @@ def test_simulator_thread_notifies_a_synchronous_receiver() -> None:
             "Shop", (_SyncShop,), {"verifier": PayCallbackVerifier(sim.jwks_url), "seen": seen}
         )
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # A short poll: shutdown() returns within it, not within serve_forever's 0.5 s.
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         try:
             url = f"http://127.0.0.1:{server.server_address[1]}/kraken/pay/callback"
