@@ -1,7 +1,8 @@
 """The unit tests' fixtures: fakes and the simulator on the test's own event loop.
 
 Nothing here needs a service or another process: no real Redis (``fakeredis`` stands in), no
-worker, no subprocess. A test that needs one belongs in tests/integration/.
+worker, no subprocess (but the one fresh interpreter of test_public_names.py). A test that
+needs one belongs in tests/integration/, where it is marked slow.
 """
 
 from __future__ import annotations
