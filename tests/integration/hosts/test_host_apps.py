@@ -72,7 +72,8 @@ def test_a_pool_process_killed_mid_cancel_is_redelivered_and_ends_cancelled(
     finally:
         sim.clear_faults()
     assert project_worker.proc.poll() is None
-    assert "WorkerLostError" in project_worker.log()
+    # The main process logs the lost task once it has reaped the killed pool process.
+    wait_for(lambda: "WorkerLostError" in project_worker.log(), 30, "the lost worker's line")
 
 
 def test_a_worker_that_does_not_serve_kraken_pay_starts_without_credentials(project, env, tmp_path):
