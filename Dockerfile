@@ -1,5 +1,5 @@
 # One image for every service of docker-compose.yml: the project, its dependencies and its
-# console scripts (celery, kraken-pay), run as an unprivileged user.
+# console scripts (celery, kraken-pay: kraken_pay_cli), run as an unprivileged user.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,6 +16,7 @@ RUN pip install -r requirements/lock.txt
 COPY pyproject.toml README.md celeryconfig.py ./
 COPY kraken ./kraken
 COPY tasks ./tasks
+COPY kraken_pay_cli ./kraken_pay_cli
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 kraken
 

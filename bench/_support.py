@@ -1,4 +1,8 @@
-"""What the benchmarks share: a simulator process, a Redis, and a small result table."""
+"""What the benchmarks share: a simulator process, their Redis, and a small result table.
+
+Each benchmark runs as ``python bench/NAME.py``: Python puts bench/ first on the path, so
+``from _support import ...`` finds this file, and nothing in bench/ shadows a package.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+from kraken_pay_cli.local import databases, redis_db
+from tasks.settings import DEFAULT_REDIS_URL
+
+REPO = Path(__file__).resolve().parent.parent  # workers start here, where celeryconfig.py is
 
 
 @contextlib.contextmanager
@@ -46,7 +54,14 @@ def sim_call(url: str, path: str, payload: dict | None = None) -> dict:
 
 
 def redis_url() -> str:
-    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    """The benchmarks' database of the Redis at REDIS_URL (default 127.0.0.1:6379): never
+    one the test suite flushes nor one the demo takes (kraken_pay_cli.local.databases)."""
+    return redis_db(os.environ.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL, databases.BENCH)
+
+
+def broker_url(url: str) -> str:
+    """The benchmarks' Celery broker and results, on the same server as ``url``."""
+    return redis_db(url, databases.BENCH_BROKER)
 
 
 def rate(count: int, seconds: float) -> float:

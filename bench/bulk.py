@@ -19,33 +19,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from _support import (
+    REPO,
+    Stopwatch,
+    broker_url,
+    print_table,
+    rate,
+    redis_url,
+    sim_call,
+    simulator_process,
+)
 from celery.result import ResultSet
 
-# bench/ holds a tasks.py of its own; take bench/ off the path while importing the package.
-sys.path.remove(str(Path(__file__).resolve().parent))
 from kraken.pay import normalize_external_id
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken_pay_cli.local import Worker, redis_server, worker_env
 from tasks import bulk_cancel, cancel_request
 from tasks.celery import app
-from tasks.embedded import redis_db, redis_server
-
-sys.path.append(str(Path(__file__).resolve().parent))
-from _support import Stopwatch, print_table, rate, redis_url, sim_call, simulator_process
-
-noop = app.tasks["kraken_pay.noop"]
-
-BROKER_DB = 14  # apart from the test suite's databases, which tests flush
-CELERY = str(Path(sys.executable).with_name("celery"))
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _pending(sim_url: str, count: int) -> list[str]:
@@ -55,56 +49,6 @@ def _pending(sim_url: str, count: int) -> list[str]:
     return ids
 
 
-class Node:
-    """One worker node in its own process group; reads its processes' peak memory."""
-
-    def __init__(self, env: dict[str, str], queue: str, concurrency: int, log_dir: str) -> None:
-        self.log = open(Path(log_dir) / f"{queue}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                *(CELERY, "-A", "tasks", "worker", "--pool", "prefork"),
-                *("--concurrency", str(concurrency), "-Q", queue),
-                *("-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "WARNING"),
-                *("--without-gossip", "--without-mingle", "--without-heartbeat"),
-            ],
-            env=env,
-            cwd=REPO,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("the worker exited; see its log")
-            with contextlib.suppress(Exception):
-                noop.delay().get(timeout=2)
-                return
-        raise SystemExit(f"the worker did not start within {timeout:g}s")
-
-    def pool_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return [int(pid) for pid in children.split()]
-
-    def peak_rss_mib(self) -> tuple[float, float]:
-        """Peak resident set size (VmHWM) in MiB: the highest of the pool processes, where
-        chunks run, and the main process, which receives and acknowledges the messages."""
-        pool = max(_vm_hwm_mib(pid) for pid in self.pool_pids())
-        return pool, _vm_hwm_mib(self.proc.pid)
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.log.close()
-
-
 def _vm_hwm_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -112,14 +56,24 @@ def _vm_hwm_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+def peak_rss_mib(node: Worker) -> tuple[float, float]:
+    """Peak resident set size (VmHWM) in MiB: the highest of the pool processes, where
+    chunks run, and the main process, which receives and acknowledges the messages."""
+    assert node.proc is not None
+    pool = max(_vm_hwm_mib(pid) for pid in node.pool_pids())
+    return pool, _vm_hwm_mib(node.proc.pid)
+
+
 @contextlib.contextmanager
-def _node(env: dict[str, str], queue: str, concurrency: int, log_dir: str) -> Iterator[Node]:
-    node = Node(env, queue, concurrency, log_dir)
-    try:
-        node.wait_ready()
+def _node(env: dict[str, str], queue: str, concurrency: int, log_dir: str) -> Iterator[Worker]:
+    """A fresh worker node, ready, stopped on the way out."""
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    node = Worker(
+        env, queue, Path(log_dir), concurrency=concurrency, name=name, host="bench", cwd=REPO
+    )
+    with node:
+        node.wait_ready(app, timeout=60.0)
         yield node
-    finally:
-        node.stop()
 
 
 def _bulk(sim_url: str, count: int) -> float:
@@ -157,20 +111,16 @@ def main() -> None:
     sim_args = ("--nonce-window", str(60 * 10**9)) if args.ordering == "window" else ()
 
     queue = f"bench-bulk-{uuid.uuid4().hex[:8]}"
-    log_dir = tempfile.mkdtemp(prefix="bench-bulk-")
-    with redis_server(redis_url()) as nonce_url, simulator_process(*sim_args) as sim_url:
-        broker = redis_db(nonce_url, BROKER_DB)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-bulk-") as log_dir,
+        redis_server(redis_url()) as nonce_url,
+        simulator_process(*sim_args) as sim_url,
+    ):
+        broker = broker_url(nonce_url)
         app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
-        env.update(
-            KRAKEN_API_KEY=DEMO_API_KEY,
-            KRAKEN_API_SECRET=DEMO_API_SECRET,
-            KRAKEN_API_URL=sim_url,
-            REDIS_URL=nonce_url,
-            CELERY_BROKER_URL=broker,
-            CELERY_RESULT_BACKEND=broker,
-            KRAKEN_RATE_PER_SECOND="off",
-            KRAKEN_ORDERING=args.ordering,
+        os.environ["KRAKEN_QUEUE"] = queue  # the tasks' own queue option reads it
+        env = worker_env(
+            sim_url, nonce_url, broker_url=broker, tuning={}, KRAKEN_ORDERING=args.ordering
         )
         with _node(env, queue, args.concurrency, log_dir):
             _bulk(sim_url, 200)  # warm up: connections, scripts, imports
@@ -181,7 +131,7 @@ def main() -> None:
         for count in (args.n, args.big):
             with _node(env, queue, args.concurrency, log_dir) as node:
                 seconds = _bulk(sim_url, count)
-                peaks.append((count, seconds, *node.peak_rss_mib()))
+                peaks.append((count, seconds, *peak_rss_mib(node)))
         stats = sim_call(sim_url, "/_sim/stats")
 
     bulk_rate, task_rate = rate(args.n, bulk_seconds), rate(args.n, task_seconds)

@@ -22,25 +22,19 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
+from _support import Stopwatch, print_table, rate, redis_url, sim_call, simulator_process
 
-# bench/ holds a tasks.py of its own; take bench/ off the path while importing the package.
-sys.path.remove(str(Path(__file__).resolve().parent))
 from kraken.pay import ClockNonce, Credentials, KrakenPayClient, RedisNonce, normalize_external_id
 from kraken.pay.client import CANCEL_REQUEST_PATH
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from kraken.pay.simulator.pay import KrakenPay
 from kraken.pay.simulator.state import Counters
-from tasks.embedded import redis_server
-
-sys.path.append(str(Path(__file__).resolve().parent))
-from _support import Stopwatch, print_table, rate, redis_url, sim_call, simulator_process
+from kraken_pay_cli.local import redis_server
 
 NONCE_WINDOW_NS = 60 * 10**9  # window mode is for keys with a nonce window set at Kraken
 SIDES = ("plain", "clock", "redis")

@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import uuid
-from pathlib import Path
 
 import redis.asyncio as aioredis
+from _support import print_table, redis_url, sim_call, simulator_process
 
-sys.path.remove(str(Path(__file__).resolve().parent))
 from kraken.pay import Credentials, KrakenPayClient, RedisNonce, normalize_external_id
 from kraken.pay.errors import TransportError
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
-from tasks.embedded import redis_server
-
-sys.path.append(str(Path(__file__).resolve().parent))
-from _support import print_table, redis_url, sim_call, simulator_process
+from kraken_pay_cli.local import redis_server
 
 LANES = 4
 

@@ -32,12 +32,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.remove(str(Path(__file__).resolve().parent))
-from kraken.pay import normalize_external_id
-from tasks.embedded import redis_server
-
-sys.path.append(str(Path(__file__).resolve().parent))
 from _support import print_table, redis_url, sim_call, simulator_process
+
+from kraken.pay import normalize_external_id
+from kraken_pay_cli.local import redis_server
 
 RUNNER = Path(__file__).resolve().parent / "_peer_runner.py"
 PEERS = {"sdk": "python-kraken-sdk", "sdk-async": "python-kraken-sdk", "krakenex": "krakenex"}

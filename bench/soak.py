@@ -22,9 +22,6 @@ import os
 import random
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,123 +29,59 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.remove(str(Path(__file__).resolve().parent))  # bench/tasks.py shadows the package
-from kraken.pay import normalize_external_id  # noqa: E402
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET  # noqa: E402
-from tasks.demo import fault_spec  # noqa: E402
+from _support import REPO, print_table, sim_call, simulator_process
 
-sys.path.append(str(Path(__file__).resolve().parent))
-from _support import print_table, sim_call, simulator_process  # noqa: E402
+from kraken.pay import normalize_external_id
+from kraken_pay_cli.demo.faults import fault_spec
+from kraken_pay_cli.local import Beat, CeleryNode, RedisProcess, Worker, worker_env, workers
 
-CELERY = str(Path(sys.executable).with_name("celery"))
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Redis:
-    """redis-server with AOF in a directory of its own; kill() and start() keep the data."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port, self.directory = _free_port(), directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [shutil.which("redis-server") or "redis-server", "--port", str(self.port)]
-        command += ["--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
-        command += ["--appendonly", "yes", "--appendfsync", "everysec"]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
+# Patient retries: everything asked for must settle through kills and a Redis restart.
+TUNING = {
+    "KRAKEN_TIMEOUT": "2",
+    "KRAKEN_RETRY_BASE_DELAY": "0.05",
+    "KRAKEN_RETRY_MAX_DELAY": "2",
+    "KRAKEN_RETRY_MAX_ATTEMPTS": "1000",
+    "KRAKEN_LEDGER_GRACE": "10",
+    "CELERY_VISIBILITY_TIMEOUT": "60",
+}
 
 
-class Node:
-    """``celery -A tasks worker`` (or beat) in its own process group."""
-
-    def __init__(self, env: dict[str, str], logs: Path, name: str, *args: str) -> None:
-        self.env, self.log, self.args, self.name = env, logs / f"{name}.log", args, name
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [CELERY, "-A", "tasks", *self.args, "--loglevel", "WARNING"],
-                env=self.env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def pool(self) -> list[int]:
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") if self.proc else None
-        with contextlib.suppress(OSError):
-            return [int(pid) for pid in path.read_text().split()] if path else []
-        return []
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-def chaos(nodes: list[Node], redis: Redis, stop: threading.Event, rand: random.Random) -> dict:
+def chaos(
+    nodes: list[Worker], redis: RedisProcess, stop: threading.Event, rand: random.Random
+) -> dict:
     """SIGKILL a pool process or a whole node every 3 to 5 s; Redis once, early on."""
     done = {"pool": 0, "node": 0, "redis": 0}
     while not stop.wait(rand.uniform(3.0, 5.0)):
         if not done["redis"] and done["pool"] + done["node"] >= 2:
             redis.kill()
             time.sleep(1.0)  # down for a second, as a crash and a restart would be
-            redis.start()
+            redis.start(timeout=20)
             done["redis"] += 1
             continue
         node = rand.choice(nodes)
-        pool = node.pool()
+        pool = node.pool_pids()
         if pool and rand.random() < 0.6:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rand.choice(pool), signal.SIGKILL)
             done["pool"] += 1
         else:
-            node.kill()
+            node.kill_node()
             node.start()
             done["node"] += 1
     return done
 
 
 def environment(sim_url: str, redis_url: str, broker: str, queue: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KRAKEN_", "CELERY_"))}
-    return env | {
-        "KRAKEN_API_KEY": DEMO_API_KEY,
-        "KRAKEN_API_SECRET": DEMO_API_SECRET,
-        "KRAKEN_API_URL": sim_url,
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": redis_url,
-        "KRAKEN_QUEUE": queue,
-        "KRAKEN_TIMEOUT": "2",
-        "KRAKEN_RETRY_BASE_DELAY": "0.05",
-        "KRAKEN_RETRY_MAX_DELAY": "2",
-        "KRAKEN_RETRY_MAX_ATTEMPTS": "1000",
-        "KRAKEN_RATE_PER_SECOND": "off",
-        "KRAKEN_LEDGER_GRACE": "10",
-        "CELERY_VISIBILITY_TIMEOUT": "60",
-        "PYTHONUNBUFFERED": "1",
-    }
+    return worker_env(
+        sim_url,
+        redis_url,
+        broker_url=broker,
+        backend_url=redis_url,
+        tuning=TUNING,
+        KRAKEN_QUEUE=queue,
+    )
 
 
 def submit(ids: list[str], bulk: list[str]) -> int:
@@ -169,16 +102,20 @@ def submit(ids: list[str], bulk: list[str]) -> int:
 
 
 @contextlib.contextmanager
-def fleet(env: dict[str, str], logs: Path) -> Iterator[list[Node]]:
-    nodes = [Node(env, logs, f"w{i}", "worker", "--pool", "prefork", "-c", "2") for i in (1, 2)]
-    beat = Node(env, logs, "beat", "beat", "-s", str(logs / "schedule"))
-    try:
-        for node in [*nodes, beat]:
-            node.start()
-        yield nodes
-    finally:
-        for node in [*nodes, beat]:
-            node.kill()
+def fleet(env: dict[str, str], logs: Path, queue: str) -> Iterator[list[Worker]]:
+    """Two worker nodes (prefork, 2 each) and beat, all SIGKILLed on the way out."""
+    nodes = [
+        Worker(env, queue, logs, name=f"w{i}", host="soak", loglevel="WARNING", cwd=REPO)
+        for i in (1, 2)
+    ]
+    beat = Beat(env, logs / "schedule", logs / "beat.log", loglevel="WARNING", cwd=REPO)
+    every: list[CeleryNode] = [*nodes, beat]
+    with workers(*every):
+        try:
+            yield nodes
+        finally:
+            for node in every:
+                node.kill_node()
 
 
 def main() -> None:
@@ -194,8 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     rand = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="kraken-soak-"))
-    redis = Redis(work)
-    redis.start()
+    redis = RedisProcess(work, aof=True).start(timeout=20)
     queue = f"soak-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
     try:
@@ -211,7 +147,7 @@ def main() -> None:
             bulk = [normalize_external_id(uuid.uuid4()) for _ in range(args.requests // 3)]
             sim_call(sim_url, "/_sim/requests", {"external_ids": ids + bulk})
             sim_call(sim_url, "/_sim/faults", fault_spec(0.2))
-            with fleet(env, work) as nodes:
+            with fleet(env, work, queue) as nodes:
                 stop = threading.Event()
                 kills: dict = {}
                 killer = threading.Thread(

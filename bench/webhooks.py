@@ -19,20 +19,16 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
+from _support import Stopwatch, print_table, rate
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-sys.path.remove(str(Path(__file__).resolve().parent))
 from kraken.pay.webhooks import InvalidCallback, PayCallbackVerifier, aiohttp_handler
-
-sys.path.append(str(Path(__file__).resolve().parent))
-from _support import Stopwatch, print_table, rate
 
 JWKS_PATH = "/.well-known/pay-callback-keys.json"
 

@@ -29,7 +29,7 @@ from celery import shared_task
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from kraken.pay.errors import ConfigurationError
+from kraken.pay import ConfigurationError
 from kraken.pay.webhooks import InvalidCallback, PayCallback
 from tasks.base import KrakenPayTask, task_name
 from tasks.ledger import ledger_for

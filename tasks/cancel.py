@@ -27,8 +27,13 @@ from celery import shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils import uuid
 
-from kraken.pay import InvalidExternalId, KrakenError, normalize_external_id
-from kraken.pay.errors import PayRequestError, TransportError
+from kraken.pay import (
+    InvalidExternalId,
+    KrakenError,
+    PayRequestError,
+    TransportError,
+    normalize_external_id,
+)
 from tasks import logs, metrics, runtime
 from tasks.base import KrakenPayTask, task_name
 from tasks.ledger import Entry, Ledger, ledger_for

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kraken.pay import KrakenError
-from kraken.pay.errors import (
+from kraken.pay import (
     AuthenticationError,
+    KrakenError,
     PayRequestError,
     RateLimited,
     TemporaryLockout,

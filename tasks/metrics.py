@@ -40,8 +40,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from kraken.pay import KrakenPayClient
-from kraken.pay.errors import InvalidNonce, KrakenError, TransportError
+from kraken.pay import InvalidNonce, KrakenError, KrakenPayClient, TransportError
 from tasks import logs
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from kraken.pay.errors import KrakenError, PayRequestError
+from kraken.pay import KrakenError, PayRequestError
 
 __all__ = ["OUTCOMES", "Outcome", "kraken_error", "pay_outcome"]
 

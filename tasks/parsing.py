@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from kraken.pay import DEFAULT_BASE_URL
-from kraken.pay.errors import ConfigurationError
-from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND
+from kraken.pay import DEFAULT_BASE_URL, STARTER_CAPACITY, STARTER_PER_SECOND, ConfigurationError
 from kraken.pay.webhooks import KRAKEN_JWKS_URL
 
 __all__ = [
@@ -210,9 +208,7 @@ SPECS: tuple[Spec, ...] = (
 )
 
 
-def read(
-    keys: tuple[str, ...], conf: Mapping[str, Any], env: Mapping[str, str]
-) -> dict[str, Any]:
+def read(keys: tuple[str, ...], conf: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """Only the settings ``keys``: what beat's schedule needs must not fail for a bad value
     that only a worker reads (the worker refuses it when it starts)."""
     return {spec.key: spec.read(conf, env) for spec in SPECS if spec.key in keys}

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from kraken.pay.errors import (
+from kraken.pay import (
     ConfigurationError,
     InvalidNonce,
     KrakenError,

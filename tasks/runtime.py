@@ -25,7 +25,18 @@ from tasks import logs
 from tasks.metrics import ObservedClient
 from tasks.settings import Settings
 
-__all__ = ["Runtime", "client", "current", "run", "set_client_factory", "shutdown", "start"]
+__all__ = [
+    "Runtime",
+    "build_client",
+    "client",
+    "client_options",
+    "close_client",
+    "current",
+    "run",
+    "set_client_factory",
+    "shutdown",
+    "start",
+]
 
 log = logs.logger("tasks.runtime")
 
@@ -35,9 +46,21 @@ ClientFactory = Callable[[], Awaitable[Any]]
 _CLOSE_TIMEOUT = 5.0
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The client's options from ``settings``, beside its credentials, nonces and budget."""
+    return {
+        "base_url": settings.api_url,
+        "ordering": settings.ordering,
+        "timeout": settings.timeout,
+        "max_response_bytes": settings.max_response_bytes,
+        "max_retry_after": settings.max_retry_after,
+        "late_landing_grace": settings.late_landing_grace,
+    }
+
+
 async def build_client(settings: Settings) -> KrakenPayClient:
     """The production client: Redis nonces and a rate budget shared by every worker of the
-    key."""
+    key (``kraken-pay cancel --direct`` and ``check`` build theirs here too)."""
     credentials = settings.credentials()
     shared = redis.asyncio.Redis.from_url(settings.redis_url)
     nonce = RedisNonce(shared, credentials.key_id, prefix=settings.redis_prefix)
@@ -52,20 +75,12 @@ async def build_client(settings: Settings) -> KrakenPayClient:
             max_pause=settings.max_retry_after,
             prefix=settings.redis_prefix,
         )
-    return ObservedClient(  # a KrakenPayClient whose calls and waits are counted
-        credentials,
-        base_url=settings.api_url,
-        nonce=nonce,
-        ordering=settings.ordering,
-        timeout=settings.timeout,
-        rate_budget=budget,
-        max_response_bytes=settings.max_response_bytes,
-        max_retry_after=settings.max_retry_after,
-        late_landing_grace=settings.late_landing_grace,
-    )
+    # A KrakenPayClient whose calls and waits are counted.
+    return ObservedClient(credentials, nonce=nonce, rate_budget=budget, **client_options(settings))
 
 
-async def _close_client(client: Any) -> None:
+async def close_client(client: Any) -> None:
+    """Close ``client`` and the Redis connection of its nonces, if it has one."""
     close = getattr(client, "close", None)
     if close is not None:
         await close()
@@ -137,7 +152,7 @@ class Runtime:
         if self.pid != os.getpid():  # a forked copy: the loop thread does not exist here
             return
         try:
-            self._submit(_close_client(self._client)).result(timeout)
+            self._submit(close_client(self._client)).result(timeout)
         except Exception as exc:  # closing must not hide the reason the process stops
             log.warning("closing the Kraken client failed: %s", type(exc).__name__)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -56,8 +56,7 @@ from typing import Any
 import redis as redis_sync
 from celery import shared_task
 
-from kraken.pay import normalize_external_id
-from kraken.pay.errors import ConfigurationError
+from kraken.pay import ConfigurationError, normalize_external_id
 from tasks import logs
 from tasks.base import KrakenPayTask, task_name
 from tasks.bulk import bulk_signature, route_of

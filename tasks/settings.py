@@ -18,9 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kraken.pay import DEFAULT_BASE_URL, Credentials
-from kraken.pay.errors import ConfigurationError
-from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND
+from kraken.pay import (
+    DEFAULT_BASE_URL,
+    STARTER_CAPACITY,
+    STARTER_PER_SECOND,
+    ConfigurationError,
+    Credentials,
+)
 from kraken.pay.webhooks import KRAKEN_JWKS_URL
 from tasks import parsing
 from tasks.parsing import DEFAULT_QUEUE, DEFAULT_REDIS_URL, MAX_BULK_CHUNK
@@ -256,4 +260,3 @@ def forget(app: Any = None) -> None:
         _resolved.clear()
     else:
         _resolved.pop(app, None)
-

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from kraken.pay.errors import ConfigurationError
+from kraken.pay import ConfigurationError
 from tasks.base import task_name
 
 __all__ = ["CONFIG_VARIABLE", "EX_CONFIG", "exit_on_bad_config", "reset", "standalone_app"]
@@ -75,7 +75,7 @@ def _configure(app: Celery, module: str) -> None:
 
 
 def _noop() -> None:
-    """Does nothing: the baseline of bench/tasks.py, and a readiness probe for workers."""
+    """Does nothing: the baseline of bench/end_to_end.py, and a readiness probe for workers."""
 
 
 def exit_on_bad_config(build: Callable[[], Celery]) -> Celery:

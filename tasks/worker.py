@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from kraken.pay.errors import ConfigurationError
+from kraken.pay import ConfigurationError
 from tasks import logs, metrics, runtime
 from tasks.base import broker_visibility_timeout, task_name
 from tasks.checks import secret_warning

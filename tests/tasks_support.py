@@ -1,21 +1,21 @@
 """Helpers for the tests that run real Celery workers: start, wait, kill, point the app.
 
-Workers are ``celery -A tasks worker`` subprocesses in their own process group (so a test
-can SIGKILL a whole node), each logging to a file the tests can read afterwards.
+Workers and beat are :mod:`kraken_pay_cli.local`'s (the demo's and the benchmarks' too):
+``celery -A tasks worker`` subprocesses in their own process group (so a test can SIGKILL a
+whole node), each logging to a file the tests can read afterwards. The Redis databases are
+:mod:`kraken_pay_cli.local.databases`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +24,28 @@ import redis
 from celery import Celery
 
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
-from tasks.embedded import redis_db
+from kraken_pay_cli.local import (
+    CELERY,
+    Beat,
+    CeleryNode,
+    Worker,
+    clean_environ,
+    databases,
+    redis_db,
+    worker_env,
+    workers,
+)
 from tasks.settings import forget
 
-CELERY = str(Path(sys.executable).with_name("celery"))
+__all__ = ["CELERY", "Beat", "Worker", "redis_db", "worker_env", "workers"]
+
 REPO = Path(__file__).resolve().parent.parent
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 # Distinct databases on the test Redis, so that a test that flushes its own (db 15 by
 # default) never removes the broker's queues and bindings from under a running worker.
-TASKS_DB = 12  # nonces and ordering locks of the workers
-BROKER_DB = 13  # Celery's broker and result backend
+TASKS_DB = databases.TEST_TASKS  # nonces and ordering locks of the workers
+BROKER_DB = databases.TEST_BROKER  # Celery's broker and result backend
 
 
 def unique(prefix: str) -> str:
@@ -53,170 +64,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
-
-
-def worker_env(
-    *,
-    sim_url: str,
-    redis_url: str,
-    broker_url: str,
-    backend_url: str | None = None,
-    **overrides: str,
-) -> dict[str, str]:
-    """A worker's environment: the simulator's demo key, quick retries, short timeouts."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("KRAKEN_", "CELERY_")) and key != "REDIS_URL"
-    }
-    env.update(
-        {
-            "KRAKEN_API_KEY": DEMO_API_KEY,
-            "KRAKEN_API_SECRET": DEMO_API_SECRET,
-            "KRAKEN_API_URL": sim_url,
-            "REDIS_URL": redis_url,
-            "CELERY_BROKER_URL": broker_url,
-            "CELERY_RESULT_BACKEND": backend_url or broker_url,
-            "KRAKEN_TIMEOUT": "1",
-            "KRAKEN_RETRY_BASE_DELAY": "0.01",
-            "KRAKEN_RETRY_MAX_DELAY": "0.5",
-            "KRAKEN_RETRY_MAX_ATTEMPTS": "20",
-            "CELERY_VISIBILITY_TIMEOUT": "60",
-            # No shared rate budget: these tests send far more than Kraken's Starter tier
-            # allows, to a simulator that has no rate limit unless a test injects one.
-            "KRAKEN_RATE_PER_SECOND": "off",
-            # A short late-landing grace: timed-out calls in these tests are meant to be quick.
-            "KRAKEN_LATE_LANDING_GRACE": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(overrides)
-    return env
-
-
-class Worker:
-    """One ``celery worker`` node (main process and pool) in its own process group."""
-
-    def __init__(
-        self,
-        env: Mapping[str, str],
-        queue: str,
-        log_dir: Path,
-        *,
-        pool: str = "prefork",
-        concurrency: int = 2,
-        name: str | None = None,
-    ) -> None:
-        self.env = dict(env)
-        self.queue = queue
-        self.pool = pool
-        self.concurrency = concurrency
-        self.name = name or unique("w")
-        self.log_path = log_dir / f"{self.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def hostname(self) -> str:
-        return f"{self.name}@tests"
-
-    def start(self) -> Worker:
-        # The library's tasks go to KRAKEN_QUEUE: this node's own queue, for isolation.
-        self.env.setdefault("KRAKEN_QUEUE", self.queue)
-        command = [
-            CELERY,
-            "-A",
-            "tasks",
-            "worker",
-            "--pool",
-            self.pool,
-            "--concurrency",
-            str(self.concurrency),
-            "-Q",
-            self.queue,
-            "-n",
-            self.hostname,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel",
-            "INFO",
-        ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                command,
-                env=self.env,
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a process group of its own: kill the whole node
-            )
-        return self
-
-    def wait_ready(self, app: Celery, timeout: float = 30.0) -> Worker:
-        """Return once this worker has run a no-op task from its queue."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            result = app.send_task("kraken_pay.noop", queue=self.queue)
-            try:
-                result.get(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-                return self
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"worker {self.name} not ready in {timeout:g}s:\n{self.log()[-3000:]}"
-                    ) from None
-            finally:
-                result.forget()
-
-    def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"worker {self.name} exited:\n{self.log()[-3000:]}")
-
-    def pool_pids(self) -> list[int]:
-        """The pids of this node's pool processes (children of the main process)."""
-        assert self.proc is not None
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
-
-    def kill_node(self) -> None:
-        """SIGKILL the main process and its pool at once, as a lost host would."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """A warm shutdown; SIGKILL if it takes too long. Always reaps the whole group."""
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # pool children that outlived their parent
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-
-@contextlib.contextmanager
-def workers(*nodes: Worker) -> Iterator[tuple[Worker, ...]]:
-    try:
-        for node in nodes:
-            node.start()
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def _drop_connections(app: Celery) -> None:
@@ -247,58 +94,12 @@ def client_app(app: Celery, **conf: Any) -> Iterator[Celery]:
         forget(app)
 
 
-class Beat:
-    """``celery -A tasks beat`` in its own process group, with its own schedule file."""
-
-    def __init__(self, env: dict[str, str], schedule_file: Path, log_path: Path) -> None:
-        self.env = env
-        self.schedule_file = schedule_file
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Beat:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [CELERY, "-A", "tasks", "beat", "-s", str(self.schedule_file), "-l", "INFO"],
-                env=self.env,
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def wait_ticking(self, timeout: float = 30.0) -> Beat:
-        """Return once beat has sent its first ``dispatch_due``."""
-        wait_for(lambda: "Sending due task" in self.log(), timeout, "beat's first tick")
-        return self
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, as when a host dies."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 # ---------------------------------------------------------------- the example projects
 
 DRIVER = Path(__file__).parent / "integration" / "hosts" / "driver.py"
-PROJECT_BROKER_DB, PROJECT_BACKEND_DB, LIBRARY_DB = 10, 11, 9
+PROJECT_BROKER_DB = databases.TEST_PROJECT_BROKER
+PROJECT_BACKEND_DB = databases.TEST_PROJECT_BACKEND
+LIBRARY_DB = databases.TEST_PROJECT_LIBRARY
 
 
 @dataclass(frozen=True)
@@ -331,53 +132,24 @@ def drive(
     return json.loads(lines[-1]) if lines else None
 
 
-class Node:
-    """``celery -A <project> worker|beat`` in its own process group, logging to a file."""
+class Node(CeleryNode):
+    """``celery -A <project> worker|beat`` in its own process group, started at once."""
 
     def __init__(self, project: Project, env: dict[str, str], log_dir: Path, *args: str) -> None:
         self.name = unique(args[0])
-        self.log_path = log_dir / f"{self.name}.log"
-        command = [CELERY, "-A", project.celery_app, *args, "--loglevel", "INFO"]
+        extra = []
         if args[0] == "worker":
-            command += ["-n", f"{self.name}@tests", "--without-gossip", "--without-mingle"]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=project.directory,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def pool_pids(self) -> list[int]:
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
-
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, sig)
-                try:
-                    self.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    continue
-        if self.proc.poll() is None:
-            self.proc.wait(10)
+            extra = ["-n", f"{self.name}@tests", "--without-gossip", "--without-mingle"]
+        command = [*args, "--loglevel", "INFO", *extra]
+        log_path = log_dir / f"{self.name}.log"
+        super().__init__(env, log_path, command, app=project.celery_app, cwd=project.directory)
+        self.start()
 
 
 def project_env(sim_url: str, redis_url: str, data: Path, **overrides: str) -> dict[str, str]:
     """An example project's environment: its own settings only (SHOP_*), nothing of the
     library's key; its broker, result backend and the library's Redis are flushed."""
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KRAKEN_", "CELERY_", "SHOP_", "DJANGO_")) and k != "REDIS_URL"
-    }
+    base = {k: v for k, v in clean_environ().items() if not k.startswith(("SHOP_", "DJANGO_"))}
     for db in (PROJECT_BROKER_DB, PROJECT_BACKEND_DB, LIBRARY_DB):
         redis.Redis.from_url(redis_db(redis_url, db)).flushdb()
     return (

@@ -1,11 +1,31 @@
-"""An asyncio client for Kraken Pay's private REST API; knows nothing of Celery."""
+"""An asyncio client for Kraken Pay's private REST API; knows nothing of Celery.
+
+Everything a caller needs is named here; the exception tree is drawn in
+:mod:`kraken.pay.errors`.
+"""
 
 from kraken.pay import errors
-from kraken.pay.client import DEFAULT_BASE_URL, KrakenPayClient
-from kraken.pay.errors import KrakenError, TerminalError, TransientError
+from kraken.pay.client import CANCEL_REQUEST_PATH, DEFAULT_BASE_URL, KrakenPayClient, Ordering
+from kraken.pay.errors import (
+    ApiError,
+    AuthenticationError,
+    ConfigurationError,
+    InvalidNonce,
+    InvalidRequest,
+    KrakenError,
+    MalformedResponse,
+    PayRequestError,
+    RateLimited,
+    ServiceUnavailable,
+    TemporaryLockout,
+    TerminalError,
+    TransientError,
+    TransportError,
+    UnknownApiError,
+)
 from kraken.pay.external_id import InvalidExternalId, normalize_external_id
 from kraken.pay.nonce import ClockNonce, NonceSource, RedisNonce
-from kraken.pay.ratelimit import RateBudget
+from kraken.pay.ratelimit import STARTER_CAPACITY, STARTER_PER_SECOND, RateBudget
 from kraken.pay.signing import Credentials, sign
 from kraken.pay.webhooks import (
     KRAKEN_JWKS_URL,
@@ -17,21 +37,37 @@ from kraken.pay.webhooks import (
 )
 
 __all__ = [
+    "CANCEL_REQUEST_PATH",
     "DEFAULT_BASE_URL",
     "KRAKEN_JWKS_URL",
+    "STARTER_CAPACITY",
+    "STARTER_PER_SECOND",
+    "ApiError",
+    "AuthenticationError",
     "ClockNonce",
+    "ConfigurationError",
     "Credentials",
     "InvalidCallback",
     "InvalidExternalId",
+    "InvalidNonce",
+    "InvalidRequest",
     "KrakenError",
     "KrakenPayClient",
+    "MalformedResponse",
     "NonceSource",
+    "Ordering",
     "PayCallback",
     "PayCallbackVerifier",
+    "PayRequestError",
     "RateBudget",
+    "RateLimited",
     "RedisNonce",
+    "ServiceUnavailable",
+    "TemporaryLockout",
     "TerminalError",
     "TransientError",
+    "TransportError",
+    "UnknownApiError",
     "aiohttp_handler",
     "errors",
     "normalize_external_id",

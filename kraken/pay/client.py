@@ -42,6 +42,9 @@ log = logging.getLogger("kraken.pay.client")
 _LOCK_MARGIN = 2.0
 DEFAULT_LATE_LANDING_GRACE = 3.0
 
+# One encoder: json.dumps with options builds a new JSONEncoder on every call.
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
 
 class KrakenPayClient:
     """An asyncio client for Kraken's private endpoints, starting with the Pay API.
@@ -141,13 +144,16 @@ class KrakenPayClient:
         cancellable) raise :class:`kraken.pay.errors.PayRequestError` with a ``reason``.
         """
         eid = normalize_external_id(external_id)
-        return await self.private(CANCEL_REQUEST_PATH, {"external_id": eid})
+        return await self._call(CANCEL_REQUEST_PATH, {"external_id": eid})
 
     async def private(self, path: str, payload: dict[str, Any] | None = None) -> Any:
         """Send one signed POST with a JSON body to a private ``path``; return ``result``."""
-        payload = _checked_payload(payload)
+        return await self._call(path, _checked_payload(payload))
+
+    async def _call(self, path: str, payload: dict[str, Any]) -> Any:
+        """``payload`` is already checked: JSON, and without a ``nonce`` of its own."""
         try:
-            return await self._send(path, payload or {})
+            return await self._send(path, payload)
         except InvalidNonce:
             if self.ordering != "window":
                 log.warning(
@@ -155,7 +161,7 @@ class KrakenPayClient:
                 )
                 raise
             log.info("invalid nonce on %s in window mode; re-signing once", path)
-            return await self._send(path, payload or {})
+            return await self._send(path, payload)
 
     async def _send(self, path: str, payload: dict[str, Any]) -> Any:
         try:
@@ -223,8 +229,11 @@ class KrakenPayClient:
         Kraken answered, so it may have acted on the call: the error is ambiguous.
         """
         limit = self.max_response_bytes
-        if resp.content_length is not None and resp.content_length > limit:
-            raise _too_large(resp, limit, f"{resp.content_length:,} bytes announced")
+        length = resp.content_length
+        if length is not None and length > limit:
+            raise _too_large(resp, limit, f"{length:,} bytes announced")
+        if length is not None and "Content-Encoding" not in resp.headers:
+            return await resp.read()  # exactly `length` bytes, none decoded to more
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_any():  # decoded bytes: a gzip bomb counts too
@@ -258,7 +267,7 @@ def _checked_payload(payload: Any) -> dict[str, Any]:
     if "nonce" in payload:  # it would replace the nonce that the signature covers
         raise InvalidRequest("payload: 'nonce' is the client's own, signed field; remove it")
     try:
-        json.dumps(payload, allow_nan=False)
+        _JSON.encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"payload: must be JSON without NaN or infinity ({exc})") from None
     return dict(payload)
@@ -266,8 +275,7 @@ def _checked_payload(payload: Any) -> dict[str, Any]:
 
 def _body(nonce: int, payload: dict[str, Any]) -> bytes:
     """The exact bytes sent and signed: the nonce first, then the caller's fields."""
-    document = {"nonce": str(nonce), **payload}
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    return _JSON.encode({"nonce": str(nonce), **payload}).encode()
 
 
 def _too_large(resp: aiohttp.ClientResponse, limit: int, seen: str) -> MalformedResponse:

@@ -1,9 +1,28 @@
 """The exception tree, and the one function that turns an HTTP response into a result or one.
 
-Every failure of a call is exactly one :class:`KrakenError`. ``transient`` says whether the
-same call may succeed later; ``ambiguous`` says whether the call may already have taken
-effect at Kraken although we saw no answer (a timeout, a reset after sending, a garbled
-body), which is what lets a retry read "already cancelled" as success.
+Every failure of a call is exactly one :class:`KrakenError`::
+
+    KrakenError                  every failure of a call to Kraken
+    ├── TransientError           the same call may succeed later: retry with backoff
+    │   ├── TransportError       no usable answer: refused, reset, timeout, 5xx
+    │   │   └── MalformedResponse    an answer that is not Kraken's JSON envelope
+    │   ├── RateLimited          slow down (``retry_after``, bounded, or None)
+    │   ├── ServiceUnavailable   maintenance, busy, internal error
+    │   ├── InvalidNonce         not above the key's last nonce: a fresh one will do
+    │   └── TemporaryLockout     too many failures: the key is locked for about 15 minutes
+    └── TerminalError            trying again cannot help
+        ├── AuthenticationError  bad key, signature or permission
+        ├── InvalidRequest       bad arguments, unknown method, other 4xx
+        ├── PayRequestError      about the payment request (``reason``: not_found,
+        │                        already_cancelled, not_cancellable, or None)
+        ├── UnknownApiError      an error this library does not know (raw kept)
+        └── ConfigurationError   a client setting that cannot work (also a ValueError)
+
+``transient`` says whether the same call may succeed later; ``ambiguous`` says whether the
+call may already have taken effect at Kraken although we saw no answer (a timeout, a reset
+after sending, a garbled body), which is what lets a retry read "already cancelled" as
+success. Which Kraken error string maps to which class is the table ``_BY_CODE`` below, and
+docs/design.md's error table.
 
 Input we are handed rather than an answer to a call we made is a ``ValueError`` of its own
 module instead: ``kraken.pay.InvalidExternalId``, and ``kraken.pay.webhooks.InvalidCallback``
@@ -251,6 +270,8 @@ def _status_error(
     status: int, body: bytes, headers: Mapping[str, str], cap: float
 ) -> KrakenError | None:
     """The error an HTTP status alone implies, before the body is read."""
+    if status < 500 and status != 429:
+        return None
     excerpt = body[:_EXCERPT].decode("utf-8", "replace")
     if status == 429:
         return RateLimited(
@@ -302,13 +323,13 @@ def _seconds_until(http_date: str, now: float) -> float | None:
 
 
 def _decode_envelope(status: int, body: bytes) -> Mapping[str, Any] | KrakenError:
-    excerpt = body[:_EXCERPT].decode("utf-8", "replace")
     try:
         envelope = json.loads(body) if body.strip() else None
     except (UnicodeDecodeError, ValueError):
         envelope = None
     if isinstance(envelope, Mapping) and ("error" in envelope or "result" in envelope):
         return envelope
+    excerpt = body[:_EXCERPT].decode("utf-8", "replace")
     what = "an empty body" if not body.strip() else f"not Kraken's JSON envelope: {excerpt!r}"
     if 400 <= status < 500:
         return InvalidRequest(f"HTTP {status} with {what}", status=status, raw=excerpt)
@@ -334,7 +355,10 @@ def parse_response(
     if isinstance(envelope, KrakenError):
         raise _status_error(status, body, headers, cap) or envelope
 
-    raw_errors = envelope.get("error") or []
+    raw_errors = envelope.get("error")
+    if not raw_errors and status == 200:  # the common case: an answer and nothing else
+        return envelope.get("result", {})
+    raw_errors = raw_errors or []
     if not isinstance(raw_errors, list):
         raw_errors = [raw_errors]
     parsed = [ApiError.parse(item) for item in raw_errors]

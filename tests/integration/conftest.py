@@ -24,17 +24,17 @@ from tasks_support import (
     TASKS_DB,
     Worker,
     client_app,
-    redis_db,
     unique,
     worker_env,
     workers,
 )
 
 from kraken.pay.simulator import SimulatorThread
-from tasks.embedded import redis_server
+from kraken_pay_cli.local import databases, redis_db, redis_server
+from tasks.settings import DEFAULT_REDIS_URL
 
 HERE = Path(__file__).parent
-TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_REDIS_URL = os.environ.get("REDIS_URL") or redis_db(DEFAULT_REDIS_URL, databases.TEST_DEFAULT)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

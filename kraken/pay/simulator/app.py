@@ -1,39 +1,44 @@
 """HTTP routes: Kraken's private paths, where faults strike, and the ``/_sim/`` control paths.
 
-The Kraken path is the hot one: no middleware, no logging, ready-made answers. Control paths
+The Kraken path is the hot one: no middleware, no logging, ready-made answers. Its body is
+bounded first (size, time), then a fault is drawn, then Kraken's checks run. Control paths
 are never subject to faults, keys or rate limits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import socket
 import struct
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from kraken.pay.simulator.bodies import BodyTooLarge, SlowBody, read_body
+from kraken.pay.simulator.control_routes import add_control_routes
 from kraken.pay.simulator.faults import Fault, Faults
-from kraken.pay.simulator.pay import (
+from kraken.pay.simulator.options import SimulatorOptions
+from kraken.pay.simulator.pay import KrakenPay, answer
+from kraken.pay.simulator.state import Counters
+from kraken.pay.simulator.wire import (
+    API_KEY_HEADER,
+    API_SIGN_HEADER,
     INVALID_NONCE,
     LOCKOUT,
+    PRIVATE_ROUTE,
     RATE_LIMIT_EXCEEDED,
     SERVICE_UNAVAILABLE,
-    KrakenPay,
-    answer,
 )
-from kraken.pay.simulator.state import Counters, TransitionError, canonical_external_id
 
 if TYPE_CHECKING:
     from kraken.pay.simulator.server import Simulator
 
 __all__ = ["make_app"]
 
-MAX_CONTROL_BODY = 64 * 2**20  # bulk creation of a hundred thousand ids fits
+_FaultHandler = Callable[[web.Request, Fault, bytes], Awaitable[web.Response]]
 
 _ERROR_FAULTS = {
     "rate_limit": RATE_LIMIT_EXCEEDED,
@@ -60,35 +65,17 @@ def make_app(
     counters: Counters,
     *,
     controls: Simulator,
-    latency: tuple[float, float] | None = None,
+    options: SimulatorOptions,
 ) -> web.Application:
     """The whole server: ``kraken`` answers, ``faults`` interfere, ``controls`` serve /_sim/.
 
-    ``latency=(low, high)`` holds each answer of a Kraken path that many seconds (uniform), as
-    the real Kraken's round trip would; the call has taken effect by then.
+    Each route reads its body within its own limit; the application's ``client_max_size``
+    is only a backstop at the largest of them.
     """
-    app = web.Application(client_max_size=MAX_CONTROL_BODY)
-    routes = _KrakenRoutes(kraken, faults, counters, latency)
-    control = _ControlRoutes(controls)
-    app.add_routes(
-        [
-            web.post("/0/{method:.*}", routes.handle),
-            web.get("/.well-known/pay-callback-keys.json", control.jwks),
-            web.post("/_sim/requests", control.create_requests),
-            web.post("/_sim/requests/pay", control.pay),
-            web.post("/_sim/requests/expire", control.expire),
-            web.get("/_sim/webhooks", control.get_webhooks),
-            web.post("/_sim/webhooks", control.register_webhook),
-            web.delete("/_sim/webhooks", control.clear_webhooks),
-            web.get("/_sim/requests", control.get_request),
-            web.get("/_sim/requests/summary", control.summary),
-            web.get("/_sim/faults", control.get_faults),
-            web.post("/_sim/faults", control.set_faults),
-            web.delete("/_sim/faults", control.clear_faults),
-            web.get("/_sim/stats", control.stats),
-            web.post("/_sim/reset", control.reset),
-        ]
-    )
+    app = web.Application(client_max_size=max(options.max_api_body, options.max_control_body))
+    routes = _KrakenRoutes(kraken, faults, counters, options)
+    app.router.add_post(PRIVATE_ROUTE, routes.handle)
+    add_control_routes(app, controls, counters, options)
     app.on_shutdown.append(routes.on_shutdown)
     return app
 
@@ -108,6 +95,12 @@ def _reset_connection(request: web.BaseRequest) -> web.Response:
     return web.Response()  # aiohttp drops it quietly: the transport is closed
 
 
+def _close(request: web.BaseRequest) -> web.Response:
+    """Close the connection without an answer (and without lingering over its body)."""
+    request.protocol.force_close()
+    return web.Response()  # aiohttp drops it quietly: the transport is closed
+
+
 def _cloudflare_page(status: int) -> web.Response:
     try:
         reason = HTTPStatus(status).phrase
@@ -118,31 +111,32 @@ def _cloudflare_page(status: int) -> web.Response:
         f"<center><h1>{status} {reason}</h1></center>\n"
         "<hr><center>cloudflare</center>\n</body>\n</html>\n"
     )
-    return web.Response(
+    response = web.Response(
         text=page,
         status=status,
         reason=reason,
         content_type="text/html",
         headers={"Server": "cloudflare"},
     )
+    if status == 413:
+        response.force_close()  # the rest of the body is not worth a kept-alive connection
+    return response
 
 
 class _KrakenRoutes:
-    """``POST /0/...``: draw a fault, then answer as Kraken would, or fail as the network would."""
+    """``POST /0/...``: bound the body, draw a fault, then answer as Kraken would or fail."""
 
     def __init__(
-        self,
-        kraken: KrakenPay,
-        faults: Faults,
-        counters: Counters,
-        latency: tuple[float, float] | None = None,
+        self, kraken: KrakenPay, faults: Faults, counters: Counters, options: SimulatorOptions
     ) -> None:
         self._kraken = kraken
-        self._latency = latency
+        self._latency = options.latency
+        self._max_body = options.max_api_body
+        self._body_timeout = options.body_timeout
         self._faults = faults
         self._counters = counters
         self._stopping = asyncio.Event()
-        self._on_fault: dict[str, Callable[[web.Request, Fault], Awaitable[web.Response]]] = {
+        self._on_fault: dict[str, _FaultHandler] = {
             "reset_before": self._reset_before,
             "reset_after": self._reset_after,
             "delay": self._delay,
@@ -152,15 +146,25 @@ class _KrakenRoutes:
 
     async def handle(self, request: web.Request) -> web.Response:
         self._counters.requests += 1
+        # Read before the fault: once a client gives up (delay), its body can no longer be
+        # read, yet the call must still take effect (aiohttp does not cancel on disconnect).
+        try:
+            body = await read_body(request, self._max_body, self._body_timeout)
+        except BodyTooLarge:
+            self._counters.bodies_too_large += 1
+            return _cloudflare_page(413)  # Kraken's proxy refuses it before Kraken sees it
+        except SlowBody:
+            self._counters.slow_requests += 1
+            return _close(request)
         fault = self._faults.draw()
         if fault is None:
-            body = self._process(request, await request.read())
+            answer_body = self._process(request, body)
             if self._latency is not None:
                 await asyncio.sleep(random.uniform(*self._latency))
-            return _json(body)
+            return _json(answer_body)
         injected = self._counters.faults_injected
         injected[fault.kind] = injected.get(fault.kind, 0) + 1
-        return await self._on_fault[fault.kind](request, fault)
+        return await self._on_fault[fault.kind](request, fault, body)
 
     async def on_shutdown(self, app: web.Application) -> None:
         """Wake delayed calls, so a stopping server does not wait out their delay."""
@@ -169,145 +173,31 @@ class _KrakenRoutes:
     def _process(self, request: web.Request, body: bytes) -> bytes:
         headers = request.headers
         return self._kraken.call(
-            request.path, headers.get("API-Key"), headers.get("API-Sign"), body
+            request.path, headers.get(API_KEY_HEADER), headers.get(API_SIGN_HEADER), body
         )
 
-    async def _reset_before(self, request: web.Request, fault: Fault) -> web.Response:
+    async def _reset_before(self, request: web.Request, fault: Fault, body: bytes) -> web.Response:
         return _reset_connection(request)
 
-    async def _reset_after(self, request: web.Request, fault: Fault) -> web.Response:
-        self._process(request, await request.read())
+    async def _reset_after(self, request: web.Request, fault: Fault, body: bytes) -> web.Response:
+        self._process(request, body)
         return _reset_connection(request)
 
-    async def _delay(self, request: web.Request, fault: Fault) -> web.Response:
-        # Read first: once the client gives up, the body can no longer be read, yet the
-        # call must still take effect (aiohttp does not cancel handlers on disconnect).
-        body = await request.read()
+    async def _delay(self, request: web.Request, fault: Fault, body: bytes) -> web.Response:
         try:
             await asyncio.wait_for(self._stopping.wait(), fault.seconds)
         except asyncio.TimeoutError:
             return _json(self._process(request, body))
         return _reset_connection(request)  # shutting down: the call never arrived
 
-    async def _http_5xx(self, request: web.Request, fault: Fault) -> web.Response:
+    async def _http_5xx(self, request: web.Request, fault: Fault, body: bytes) -> web.Response:
         return _cloudflare_page(fault.status)
 
-    async def _malformed_json(self, request: web.Request, fault: Fault) -> web.Response:
-        body = self._process(request, await request.read())
-        return _json(body[: len(body) // 2])
+    async def _malformed_json(
+        self, request: web.Request, fault: Fault, body: bytes
+    ) -> web.Response:
+        answer_body = self._process(request, body)
+        return _json(answer_body[: len(answer_body) // 2])
 
-    async def _kraken_error(self, request: web.Request, fault: Fault) -> web.Response:
+    async def _kraken_error(self, request: web.Request, fault: Fault, body: bytes) -> web.Response:
         return _json(answer(_ERROR_FAULTS[fault.kind]))
-
-
-Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-def _answers_400(handler: Handler) -> Handler:
-    """Turn a ``ValueError`` (whose message names the field) into a 400 answer."""
-
-    async def wrapper(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except TransitionError as exc:  # no such request (404), or not pending (409)
-            return web.json_response({"error": str(exc)}, status=exc.status)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-
-    return wrapper
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        payload = json.loads(await request.read())
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError("body: must be a JSON object") from None
-    if not isinstance(payload, dict):
-        raise ValueError("body: must be a JSON object")
-    return payload
-
-
-class _ControlRoutes:
-    """``/_sim/``: the Simulator's own methods, over HTTP, for tests in other processes."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self._sim = sim
-        self.create_requests = _answers_400(self._create_requests)
-        self.get_request = _answers_400(self._get_request)
-        self.set_faults = _answers_400(self._set_faults)
-        self.pay = _answers_400(self._pay)
-        self.expire = _answers_400(self._expire)
-        self.register_webhook = _answers_400(self._register_webhook)
-
-    async def _create_requests(self, request: web.Request) -> web.Response:
-        payload = await _json_object(request)
-        state = payload.get("state", "pending")
-        if "external_ids" in payload:
-            ids = payload["external_ids"]
-            if not isinstance(ids, list):
-                raise ValueError("external_ids: must be a list of ids")
-        elif "external_id" in payload:
-            ids = [canonical_external_id(payload["external_id"])]
-        else:
-            raise ValueError("external_id: required (or external_ids for many)")
-        created = self._sim.create_requests(ids, state)
-        return web.json_response({"created": created}, status=201)
-
-    async def _get_request(self, request: web.Request) -> web.Response:
-        value = request.query.get("external_id")
-        if value is None:
-            raise ValueError("external_id: required query parameter")
-        # An unencoded '+' arrives as a space; base64 has no spaces, so restore it.
-        found = self._sim.request(value.replace(" ", "+"))
-        if found is None:
-            return web.json_response({"error": "external_id: no such payment request"}, status=404)
-        return web.json_response(found)
-
-    async def _pay(self, request: web.Request) -> web.Response:
-        payload = await _json_object(request)
-        kraktag = payload.get("customer_kraktag", "sim-payer")
-        if kraktag is not None and not isinstance(kraktag, str):
-            raise ValueError("customer_kraktag: must be a string or null")
-        eid = canonical_external_id(payload.get("external_id"))
-        return web.json_response(self._sim.pay(eid, kraktag))
-
-    async def _expire(self, request: web.Request) -> web.Response:
-        payload = await _json_object(request)
-        eid = canonical_external_id(payload.get("external_id"))
-        return web.json_response(self._sim.expire(eid))
-
-    async def jwks(self, request: web.Request) -> web.Response:
-        return web.json_response(self._sim.jwks())
-
-    async def get_webhooks(self, request: web.Request) -> web.Response:
-        return web.json_response({"urls": self._sim.webhooks()})
-
-    async def _register_webhook(self, request: web.Request) -> web.Response:
-        payload = await _json_object(request)
-        urls = self._sim.register_webhook(payload.get("url"))
-        return web.json_response({"urls": urls}, status=201)
-
-    async def clear_webhooks(self, request: web.Request) -> web.Response:
-        self._sim.clear_webhooks()
-        return web.json_response({"urls": []})
-
-    async def summary(self, request: web.Request) -> web.Response:
-        return web.json_response(self._sim.summary())
-
-    async def get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self._sim.faults())
-
-    async def _set_faults(self, request: web.Request) -> web.Response:
-        self._sim.set_faults(await _json_object(request))
-        return web.json_response(self._sim.faults())
-
-    async def clear_faults(self, request: web.Request) -> web.Response:
-        self._sim.clear_faults()
-        return web.json_response({})
-
-    async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self._sim.stats())
-
-    async def reset(self, request: web.Request) -> web.Response:
-        self._sim.reset()
-        return web.json_response({"reset": True})

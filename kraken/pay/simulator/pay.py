@@ -12,44 +12,28 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from kraken.pay.errors import PAY_ERROR_CLASS
-from kraken.pay.external_id import InvalidExternalId, normalize_external_id
-from kraken.pay.signing import Credentials
+from kraken.pay import Credentials, InvalidExternalId, normalize_external_id
+from kraken.pay.simulator.bodies import loads_object
 from kraken.pay.simulator.state import Counters, NonceGuard, PaymentRequests, TokenBuckets
+from kraken.pay.simulator.wire import (
+    CANCEL_PATH,
+    INVALID_ARGUMENTS,
+    INVALID_EXTERNAL_ID,
+    INVALID_KEY,
+    INVALID_NONCE,
+    INVALID_SIGNATURE,
+    LOCKOUT,
+    MAX_NONCE,
+    PAY_ERROR_CLASS,
+    PAY_MESSAGES,
+    RATE_LIMIT_EXCEEDED,
+    SERVICE_UNAVAILABLE,
+    UNKNOWN_METHOD,
+)
 
-__all__ = [
-    "CANCEL_PATH",
-    "INVALID_ARGUMENTS",
-    "INVALID_EXTERNAL_ID",
-    "INVALID_KEY",
-    "INVALID_NONCE",
-    "INVALID_SIGNATURE",
-    "LOCKOUT",
-    "RATE_LIMIT_EXCEEDED",
-    "SERVICE_UNAVAILABLE",
-    "UNKNOWN_METHOD",
-    "KrakenPay",
-    "answer",
-    "error_body",
-]
+__all__ = ["KrakenPay", "answer", "error_body"]
 
-CANCEL_PATH = "/0/private/Pay/request/cancel"
-
-INVALID_KEY = "EAPI:Invalid key"
-INVALID_SIGNATURE = "EAPI:Invalid signature"
-INVALID_NONCE = "EAPI:Invalid nonce"
-RATE_LIMIT_EXCEEDED = "EAPI:Rate limit exceeded"
-INVALID_ARGUMENTS = "EGeneral:Invalid arguments"
-INVALID_EXTERNAL_ID = "EGeneral:Invalid arguments:external_id"
-UNKNOWN_METHOD = "EGeneral:Unknown method"
-SERVICE_UNAVAILABLE = "EService:Unavailable"
-LOCKOUT = "EGeneral:Temporary lockout"
-
-_PAY_MESSAGES = {
-    "RequestNotFound": "No payment request has this external_id",
-    "RequestAlreadyCancelled": "The payment request is already cancelled",
-    "RequestNotCancellable": "The payment request is no longer pending and cannot be cancelled",
-}
+_MAX_NONCE_DIGITS = len(str(MAX_NONCE))
 
 
 def error_body(*errors: str | Mapping[str, str]) -> bytes:
@@ -63,7 +47,7 @@ def _pay_error(error_type: str) -> bytes:
             "severity": "E",
             "errorClass": PAY_ERROR_CLASS,
             "type": error_type,
-            "errorMessage": _PAY_MESSAGES[error_type],
+            "errorMessage": PAY_MESSAGES[error_type],
         }
     )
 
@@ -82,7 +66,7 @@ _ANSWERS = {
         SERVICE_UNAVAILABLE,
         LOCKOUT,
     )
-} | {error_type: _pay_error(error_type) for error_type in _PAY_MESSAGES}
+} | {error_type: _pay_error(error_type) for error_type in PAY_MESSAGES}
 
 
 def answer(code: str) -> bytes:
@@ -101,10 +85,12 @@ class KrakenPay:
         nonce_window: int = 0,
         rate_limit: tuple[float, float] | None = None,
         accept_form: bool = False,
+        max_json_depth: int = 32,
     ) -> None:
         # accept_form: also take a form body (nonce=...&external_id=...), as Kraken's classic
         # private endpoints do, so clients that only send forms can be measured; off by default.
         self.accept_form = accept_form
+        self.max_json_depth = max_json_depth
         # Credentials decodes each secret once and fails loudly on one that is not base64.
         self._credentials = {key: Credentials(key, secret) for key, secret in keys.items()}
         self.counters = counters
@@ -132,7 +118,7 @@ class KrakenPay:
             counters.key_rejections += 1
             return _ANSWERS[INVALID_KEY]
 
-        payload = _json_object(body)
+        payload = loads_object(body, self.max_json_depth)
         if payload is None and self.accept_form:
             payload = _form_object(body)
         if payload is None:
@@ -178,14 +164,6 @@ class KrakenPay:
         return _ANSWERS[refusal]
 
 
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
 def _form_object(body: bytes) -> dict[str, Any] | None:
     try:
         pairs = urllib.parse.parse_qsl(body.decode("ascii"), strict_parsing=True)
@@ -195,13 +173,15 @@ def _form_object(body: bytes) -> dict[str, Any] | None:
 
 
 def _as_nonce(value: Any) -> int | None:
-    """A nonce is a positive integer, sent as a JSON number or a decimal string."""
+    """A nonce is an unsigned 64-bit integer above 0, sent as a JSON number or decimal string."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40:
-        return int(value) or None
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit() and len(value) <= _MAX_NONCE_DIGITS):
+            return None
+        value = int(value)
+    if isinstance(value, int) and 0 < value <= MAX_NONCE:
+        return value
     return None
 
 

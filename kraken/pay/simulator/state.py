@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from kraken.pay.external_id import InvalidExternalId, normalize_external_id
+from kraken.pay import InvalidExternalId, normalize_external_id
 
 __all__ = [
     "STATES",
@@ -252,6 +252,8 @@ class Counters:
     rate_limited: int = 0
     invalid_arguments: int = 0
     connections_opened: int = 0
+    bodies_too_large: int = 0  # bodies refused for their size, on any route
+    slow_requests: int = 0  # connections closed: headers or body not sent in time
     faults_injected: dict[str, int] = field(default_factory=dict)
     webhooks_notified: int = 0  # state changes announced, times registered URLs
     webhooks_sent: int = 0  # POST attempts, retries and duplicates included

@@ -24,7 +24,9 @@ from tasks_support import RABBITMQ_URL, unique, wait_for
 
 from kraken.pay import Credentials, RedisNonce
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
-from tasks import checks, cli, standalone
+from kraken_pay_cli import cli
+from tasks import standalone
+from tasks.checks import HEARTBEAT_KEY
 
 SHORT_SECRET = base64.b64encode(b"only 24 bytes of secret").decode()
 OTHER_SECRET = base64.b64encode(bytes(range(64))).decode()
@@ -221,7 +223,7 @@ def test_a_running_worker_and_beats_heartbeat_are_seen(
     with running_worker(environment) as node:
         client.send_task("kraken_pay.dispatch_due", queue=queue)  # as beat would; no result kept
         store = redis.Redis.from_url(tasks_url)
-        heartbeat = checks.HEARTBEAT_KEY.format(prefix="kraken")
+        heartbeat = HEARTBEAT_KEY.format(prefix="kraken")
         wait_for(lambda: store.exists(heartbeat), 30, "the heartbeat")
         result = check(KRAKEN_API_URL=sim.url, REDIS_URL=tasks_url, KRAKEN_QUEUE=queue, **DEMO_KEY)
     assert result.exit_code == 0, result.output
@@ -317,7 +319,7 @@ def test_check_reports_an_unreachable_rabbitmq(check, sim, tasks_url):
 
 def test_check_fails_on_clock_skew_with_status_1(check, sim, tasks_url, monkeypatch):
     real_time = time.time
-    monkeypatch.setattr(cli.time, "time", lambda: real_time() - 30)  # this host is 30 s late
+    monkeypatch.setattr(time, "time", lambda: real_time() - 30)  # this host is 30 s late
     result = check(KRAKEN_API_URL=sim.url, REDIS_URL=tasks_url, **DEMO_KEY)
     assert result.exit_code == 1
     assert re.search(r"FAIL  clock        this host is 30\.\d{3}s behind Redis", result.stdout)

@@ -11,6 +11,7 @@ import base64
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -24,6 +25,7 @@ from tasks_support import REPO, unique, wait_for
 
 from kraken.pay import Credentials, normalize_external_id
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
+from kraken_pay_cli.app import EXIT_UNREACHABLE
 
 OTHER_SECRET = base64.b64encode(
     b"another key's secret, 64 bytes long, as Kraken's are....."
@@ -271,12 +273,27 @@ def test_the_simulator_command_serves_until_ctrl_c():
         proc.wait()
 
 
-def test_the_simulator_on_a_busy_port_is_one_line_and_status_4(sim):
+def test_the_simulator_on_a_busy_port_is_one_line_as_python_m_kraken_pay_simulator(sim):
     completed = kraken_pay("simulator", "--port", str(sim.port))
-    assert completed.returncode == 4
-    assert one_error_line(completed).startswith(
-        f"kraken-pay: cannot listen on 127.0.0.1:{sim.port}"
+    own = subprocess.run(
+        [sys.executable, "-m", "kraken.pay.simulator", "--port", str(sim.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+    assert completed.returncode == own.returncode == EXIT_UNREACHABLE
+    busy = f"cannot listen on 127.0.0.1:{sim.port}"
+    assert one_error_line(own).startswith(f"python -m kraken.pay.simulator: {busy}")
+    assert one_error_line(completed) == one_error_line(own).replace(
+        "python -m kraken.pay.simulator", "kraken-pay simulator"
+    )
+
+
+def test_the_simulator_command_is_the_simulators_own_help_included():
+    completed = kraken_pay("simulator", "--help")
+    assert completed.returncode == 0
+    for option in ("--port", "--seed", "--nonce-window", "--latency", "--webhook"):
+        assert option in completed.stdout
 
 
 # ----------------------------------------------------------------------------- bulk-cancel

@@ -246,7 +246,7 @@ def test_utf16_is_refused_in_one_line(tmp_path, broker, empty_queue):
 _TEN_MILLION = textwrap.dedent(
     """
     import io, sys
-    from tasks.idfile import Problems, iter_ids
+    from kraken_pay_cli.idfile import Problems, iter_ids
 
     BLOCK = (b"AAAAAAAAAAE\\n" + b"not an id!\\n" + b"# comment\\n" * 48 + b"\\n" * 50) * 100
 

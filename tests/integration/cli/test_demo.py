@@ -15,7 +15,7 @@ import redis
 from command_support import KRAKEN_PAY, clean_env
 from tasks_support import REPO, redis_db, wait_for
 
-from tasks.demo import FAULT_ERRORS
+from kraken_pay_cli.demo.faults import FAULT_ERRORS
 
 
 class Demo:

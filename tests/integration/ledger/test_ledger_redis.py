@@ -13,15 +13,15 @@ from celery import Celery
 from tasks_support import redis_db
 
 from kraken.pay import normalize_external_id
+from kraken_pay_cli.local import databases, redis_server
 from tasks.celery import app
-from tasks.embedded import redis_server
 from tasks.ledger import Ledger, ledger_for
 from tasks.schedule import schedule_cancel
 from tasks.settings import forget
 from tasks.worker import persistence_warnings
 
 EID = normalize_external_id(uuid.UUID(int=7))
-SCHEDULE_DB = 11  # no worker of another test claims ids from this database
+SCHEDULE_DB = databases.TEST_SCHEDULE  # no worker of another test claims ids from this database
 
 
 def test_delay_returns_once_recorded_even_when_the_broker_is_down(ledger):

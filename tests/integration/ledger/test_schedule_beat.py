@@ -20,10 +20,12 @@ import redis
 from tasks_support import Beat, redis_db, wait_for, workers
 
 from kraken.pay import normalize_external_id
+from kraken_pay_cli.local import databases
 from tasks.ledger import Ledger
 from tasks.schedule import schedule_cancel
 
-BEAT_DB = 11  # broker and schedule of this module alone (and of test_ledger_redis.py's race)
+# The broker and schedule of this module alone (and of test_ledger_redis.py's race).
+BEAT_DB = databases.TEST_SCHEDULE
 LATE_AT_MOST = 2.0  # seconds after its due time that a scheduled cancellation may happen
 
 

@@ -29,9 +29,10 @@ from compose_support import SERVICES, example_env
 from tasks_support import redis_db, wait_for
 
 from kraken.pay import normalize_external_id
+from kraken_pay_cli.local import databases
 
 BIN = Path(sys.executable).parent
-COMPOSE_DB = 10  # a database of the test Redis for this topology alone
+COMPOSE_DB = databases.TEST_COMPOSE  # a database of the test Redis for this topology alone
 
 
 def local_argv(argv: list[str], replace: dict[str, str] | None = None) -> list[str]:

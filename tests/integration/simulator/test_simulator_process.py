@@ -24,6 +24,7 @@ from tasks_support import REPO
 from webhook_support import await_until
 
 from kraken.pay import Credentials, KrakenPayClient, normalize_external_id
+from kraken.pay.simulator import SimulatorClient
 from kraken.pay.webhooks import PayCallback, PayCallbackVerifier, aiohttp_handler
 
 OTHER_SECRET = base64.b64encode(bytes(range(64))).decode()
@@ -43,10 +44,11 @@ def _first_line(process: subprocess.Popen, within: float) -> str:
 
 
 @contextlib.contextmanager
-def simulator_process(*args: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """The simulator's command on an ephemeral port: the process and its URL; killed after."""
+def simulator_process(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """The simulator's command on an ephemeral port, ``env`` added to this process's
+    environment: the process and its URL; killed after."""
     command = [sys.executable, "-m", "kraken.pay.simulator", "--host", "127.0.0.1", "--port", "0"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     process = subprocess.Popen(
         [*command, *args],
         cwd=REPO,
@@ -82,11 +84,13 @@ async def _cancel(url: str, credentials: Credentials, eid: str) -> object:
 
 
 def test_module_command_serves_until_terminated():
-    keys = ("--key", "cli-key", "--secret", OTHER_SECRET, "--nonce-window", "5")
-    with simulator_process(*keys) as (process, url):
+    keys = ("--key", "cli-key", "--nonce-window", "5")  # its secret: from the environment
+    with simulator_process(*keys, KRAKEN_SIM_API_SECRET=OTHER_SECRET) as (process, url):
         eid = normalize_external_id(uuid.uuid4())
-        _post(url + "/_sim/requests", {"external_id": eid})
+        controls = SimulatorClient(url)
+        assert controls.create_requests([eid]) == 1
         assert asyncio.run(_cancel(url, Credentials("cli-key", OTHER_SECRET), eid)) == {}
+        assert controls.request(eid)["state"] == "cancelled"
         process.terminate()
         assert process.wait(timeout=10) == 0
 

@@ -32,7 +32,7 @@ async def test_the_production_client_uses_redis_nonces_and_the_settings(redis_ur
         )
         assert await client.nonce.next() > 0
     finally:
-        await runtime._close_client(client)
+        await runtime.close_client(client)
 
 
 async def test_the_production_client_shares_a_budget_per_key_through_redis(redis_url):

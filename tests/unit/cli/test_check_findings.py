@@ -1,13 +1,15 @@
 """What ``kraken-pay check`` concludes, without any service: the refusals that name what to
-fix, the Redis settings that would lose the ledger, its exit statuses, the note on the
-default Redis. The command against real services: integration/cli/test_check.py."""
+fix, the Redis settings that would lose the ledger, the note on the default Redis. The command
+against real services: integration/cli/test_check.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from kraken.pay.errors import KrakenError, parse_response
-from tasks import checks, cli, standalone
+from kraken_pay_cli import app as cli_app
+from kraken_pay_cli import check as checks
+from tasks import standalone
 
 
 @pytest.mark.parametrize(
@@ -48,21 +50,13 @@ def test_allkeys_eviction_is_a_warning_and_aof_with_noeviction_is_fine():
 
 def test_every_command_notes_the_default_redis(monkeypatch, capsys):
     monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setattr(cli, "_noted", set())
+    monkeypatch.setattr(cli_app, "_noted", set())
     standalone.reset()
     try:
-        cli._settings()
-        cli._settings()
+        cli_app.settings()
+        cli_app.settings()
     finally:
         monkeypatch.undo()
         standalone.reset()
     err = capsys.readouterr().err.splitlines()
     assert err == ["kraken-pay: note: REDIS_URL is not set; using redis://127.0.0.1:6379/0"]
-
-
-def test_the_exit_statuses_are_the_commands():
-    assert (checks.EXIT_FAILED, checks.EXIT_CONFIG, checks.EXIT_UNREACHABLE) == (
-        cli.EXIT_FAILED,
-        cli.EXIT_CONFIG,
-        cli.EXIT_UNREACHABLE,
-    )

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from click.testing import CliRunner
 
-from tasks import cli
+from kraken_pay_cli import cli
 from tasks.celery import app
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from kraken.pay import Credentials, KrakenError, KrakenPayClient
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, Simulator
-from tasks.demo import FAULT_ERRORS, FAULT_KINDS, Report, Tally, fault_spec, split_ids, worker_env
+from kraken_pay_cli.demo.faults import FAULT_ERRORS, FAULT_KINDS, fault_spec
+from kraken_pay_cli.demo.report import Report, Tally
+from kraken_pay_cli.demo.run import split_ids, worker_env
 
 
 @pytest.mark.parametrize(("kind", "error_class"), FAULT_ERRORS.items())

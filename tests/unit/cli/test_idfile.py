@@ -7,8 +7,8 @@ import tracemalloc
 
 import pytest
 
-from tasks import cli, idfile
-from tasks.idfile import InputError, Problems
+from kraken_pay_cli import cli, idfile
+from kraken_pay_cli.idfile import InputError, Problems
 
 
 def read(data: bytes, column: str | None = None, **options) -> tuple[list[str], Problems]:

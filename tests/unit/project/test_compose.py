@@ -13,7 +13,7 @@ import tomllib
 from compose_support import SERVICES, documented_variables, example_env
 from tasks_support import REPO
 
-from tasks import cli
+from kraken_pay_cli import cli
 from tasks.settings import Settings
 
 
@@ -110,13 +110,14 @@ def test_every_command_exists_in_the_project(service, argv):
         assert argv[3] in ("worker", "beat", "inspect")
     else:
         assert program in scripts, f"{service}: {program} is not a console script"
-        assert scripts[program] == "tasks.cli:main"
+        assert scripts[program] == "kraken_pay_cli:main"
         assert argv[1] in cli.cli.commands, f"kraken-pay has no command {argv[1]!r}"
 
 
 def test_the_image_holds_what_pyproject_packages():
     dockerfile = (REPO / "Dockerfile").read_text()
-    for path in ("pyproject.toml", "README.md", "celeryconfig.py", "kraken", "tasks"):
+    packaged = ("kraken", "tasks", "kraken_pay_cli")
+    for path in ("pyproject.toml", "README.md", "celeryconfig.py", *packaged):
         assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.MULTILINE), path
     assert "pip install --no-deps ." in dockerfile
     assert "pip install -r requirements/lock.txt" in dockerfile

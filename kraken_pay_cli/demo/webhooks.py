@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 CONFIRMED_KEY = "kraken-pay-demo:confirmed"  # in the demo's own database, emptied on exit
-HOOK = "tasks.demo_webhooks:record_confirmation"
+HOOK = "kraken_pay_cli.demo.webhooks:record_confirmation"
 PATH = "/kraken/callbacks"
 
 

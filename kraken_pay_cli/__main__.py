@@ -1,0 +1,3 @@
+from kraken_pay_cli import main
+
+main()
