@@ -4,8 +4,6 @@ this process's own Kraken, Celery and Redis settings, so that only what a test s
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -13,19 +11,17 @@ from pathlib import Path
 
 from tasks_support import CELERY, REPO
 
+from kraken_pay_cli.local import clean_environ
+
 KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
 NO_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1 of loopback
 NO_API = "http://127.0.0.1:1"
 
 
 def clean_env(**variables: str) -> dict[str, str]:
-    """This process's environment less every KRAKEN_*, CELERY_* and REDIS_URL, plus these."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("KRAKEN_", "CELERY_")) and name != "REDIS_URL"
-    }
-    return env | variables
+    """This process's environment less every KRAKEN_*, CELERY_*, REDIS_URL and Django
+    setting (``kraken_pay_cli.local``'s rule, the demo's and the workers'), plus these."""
+    return clean_environ() | variables
 
 
 def run(
@@ -72,10 +68,3 @@ def one_error_line(completed: subprocess.CompletedProcess[str]) -> str:
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1, completed.stderr
     return lines[0]
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on (now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

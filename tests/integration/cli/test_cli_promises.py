@@ -6,20 +6,18 @@ limit while the workers run."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio
-from tasks_support import BROKER_DB, REPO, TASKS_DB, redis_db, unique, wait_for
+from command_support import KRAKEN_PAY, NO_API, clean_env, run
+from tasks_support import REPO, unique, wait_for
 
 from kraken.pay import Credentials, RateBudget, RedisNonce
-from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET, SimulatorThread
+from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from kraken_pay_cli.app import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -31,32 +29,19 @@ from kraken_pay_cli.cancel import direct_client
 from tasks.runtime import build_client, close_client
 from tasks.settings import Secret, Settings
 
-KRAKEN_PAY = str(Path(sys.executable).with_name("kraken-pay"))
 EID = "AAAAAAAAAAE"
 NOWHERE = "redis://:hunter2@127.0.0.1:1/0"  # nothing listens on port 1
 KEY_ID = Credentials(DEMO_API_KEY, DEMO_API_SECRET).key_id
+DEMO_KEY = {"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": DEMO_API_SECRET}
 
 
 def environment(**variables: str) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("KRAKEN_", "CELERY_")) and name != "REDIS_URL"
-    }
-    demo_key = {"KRAKEN_API_KEY": DEMO_API_KEY, "KRAKEN_API_SECRET": DEMO_API_SECRET}
-    return env | demo_key | {"KRAKEN_API_URL": "http://127.0.0.1:1"} | variables
+    """The demo key, no Kraken API reachable, and these."""
+    return clean_env(**(DEMO_KEY | {"KRAKEN_API_URL": NO_API} | variables))
 
 
 def kraken_pay(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [KRAKEN_PAY, *args],
-        cwd=REPO,
-        env=environment(**variables),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    return run([KRAKEN_PAY, *args], environment(**variables))
 
 
 def assert_one_line(done: subprocess.CompletedProcess[str], status: int, says: str) -> None:
@@ -66,12 +51,6 @@ def assert_one_line(done: subprocess.CompletedProcess[str], status: int, says: s
     assert len(lines) == 1, done.stderr
     assert says in lines[0]
     assert "hunter2" not in done.stdout + done.stderr
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread() as simulator:
-        yield simulator
 
 
 @pytest.mark.parametrize(
@@ -95,14 +74,15 @@ def test_a_failure_is_one_line_and_its_status(args, variables, status, says):
     assert_one_line(kraken_pay(*args, **variables), status, says)
 
 
-def test_a_direct_cancel_that_cannot_reach_kraken_is_one_line(redis_url):
-    url = redis_db(redis_url, TASKS_DB)
-    done = kraken_pay("cancel", "--direct", EID, REDIS_URL=url, KRAKEN_RATE_PER_SECOND="off")
+def test_a_direct_cancel_that_cannot_reach_kraken_is_one_line(tasks_redis_url):
+    done = kraken_pay(
+        "cancel", "--direct", EID, REDIS_URL=tasks_redis_url, KRAKEN_RATE_PER_SECOND="off"
+    )
     assert_one_line(done, EXIT_UNREACHABLE, "TransportError: cannot connect")
 
 
-def test_ctrl_c_while_waiting_is_one_line_and_status_130(redis_url):
-    broker = redis_db(redis_url, BROKER_DB)
+def test_ctrl_c_while_waiting_is_one_line_and_status_130(broker_url):
+    broker = broker_url
     queue = unique("q-nobody")
     proc = subprocess.Popen(
         [KRAKEN_PAY, "cancel", "--wait", "--timeout", "60", "--queue", queue, EID],
@@ -136,12 +116,12 @@ print(code, tooling)
 """
 
 
-def test_a_direct_cancel_imports_no_local_machinery(sim, redis_url):
+def test_a_direct_cancel_imports_no_local_machinery(sim, tasks_redis_url):
     """A production command: no embedded Redis, no worker launchers in its process."""
     done = subprocess.run(
         [sys.executable, "-c", DIRECT.format(eid=EID)],
         cwd=REPO,
-        env=environment(KRAKEN_API_URL=sim.url, REDIS_URL=redis_db(redis_url, TASKS_DB)),
+        env=environment(KRAKEN_API_URL=sim.url, REDIS_URL=tasks_redis_url),
         capture_output=True,
         text=True,
         timeout=60,
@@ -159,9 +139,9 @@ def settings_for(redis_url: str, **values: object) -> Settings:
     )
 
 
-async def test_the_direct_client_is_a_workers_with_the_shared_rate_budget(redis_url):
+async def test_the_direct_client_is_a_workers_with_the_shared_rate_budget(tasks_redis_url):
     settings = settings_for(
-        redis_db(redis_url, TASKS_DB),
+        tasks_redis_url,
         rate_capacity=5.0,
         rate_per_second=0.5,
         rate_max_wait=2.0,
@@ -180,9 +160,9 @@ async def test_the_direct_client_is_a_workers_with_the_shared_rate_budget(redis_
         await close_client(worker)
 
 
-def test_a_direct_cancel_waits_for_the_budget_the_workers_spent(sim, redis_url):
+def test_a_direct_cancel_waits_for_the_budget_the_workers_spent(sim, tasks_redis_url):
     """The workers spent the key's burst: the direct call is refused, not sent to Kraken."""
-    url = redis_db(redis_url, TASKS_DB)
+    url = tasks_redis_url
     budget_key = f"kraken:budget:{KEY_ID}"
     redis.Redis.from_url(url).delete(budget_key)
     budget = {"KRAKEN_RATE_CAPACITY": "2", "KRAKEN_RATE_PER_SECOND": "0.01"}

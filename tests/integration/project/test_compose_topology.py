@@ -24,12 +24,12 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import redis
-from command_support import clean_env, free_port
+from command_support import clean_env
 from compose_support import SERVICES, example_env
 from tasks_support import redis_db, wait_for
 
 from kraken.pay import normalize_external_id
-from kraken_pay_cli.local import databases
+from kraken_pay_cli.local import databases, free_port
 
 BIN = Path(sys.executable).parent
 COMPOSE_DB = databases.TEST_COMPOSE  # a database of the test Redis for this topology alone

@@ -8,7 +8,8 @@ found the way a user's pytest finds it, through the ``pytest11`` entry point.
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from pathlib import Path
+
+from tasks_support import REPO
 
 pytest_plugins = ["pytester"]
 
@@ -111,7 +112,7 @@ def test_the_plugin_can_be_disabled(pytester):
 
 
 def test_the_readme_example_runs(pytester):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     section = readme.split("## The simulator in your own tests", 1)[1]
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
     pytester.makeini(INI + "asyncio_mode = auto\n")

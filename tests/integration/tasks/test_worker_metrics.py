@@ -7,11 +7,12 @@ import socket
 import urllib.request
 import uuid
 
-from command_support import celery_worker, free_port
+from command_support import celery_worker
 from prometheus_client.parser import text_string_to_metric_families
 from tasks_support import wait_for
 
 from kraken.pay import normalize_external_id
+from kraken_pay_cli.local import free_port
 from tasks import bulk_cancel, cancel_request
 
 RESULT_TIMEOUT = 60

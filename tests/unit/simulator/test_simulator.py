@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -106,12 +106,6 @@ async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
     while not check():
         assert loop.time() < deadline, "condition not met before the deadline"
         await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 # ------------------------------------------------------------------------------ Pay outcomes

@@ -11,7 +11,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -67,12 +66,6 @@ def head(path: str, length: int | None = None, **headers: str) -> bytes:
         lines.append(f"Content-Length: {length}")
     lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 # ------------------------------------------------------------------------ every bound an option

@@ -15,9 +15,9 @@ import json
 import re
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
+from tasks_support import REPO
 
 from kraken.pay import errors, normalize_external_id
 from kraken.pay.client import CANCEL_REQUEST_PATH
@@ -40,7 +40,7 @@ from kraken.pay.simulator.wire import (
     PAY_ERROR_CLASS,
 )
 
-SIMULATOR = Path(__file__).resolve().parent.parent / "kraken" / "pay" / "simulator"
+SIMULATOR = REPO / "kraken" / "pay" / "simulator"
 HANDLES = (Simulator, SimulatorThread, SimulatorClient)
 
 
@@ -106,7 +106,7 @@ def thread():
 
 
 @pytest.fixture
-def client(thread: SimulatorThread) -> SimulatorClient:
+def sim_client(thread: SimulatorThread) -> SimulatorClient:
     thread.reset()
     return SimulatorClient(thread.url)
 
@@ -125,51 +125,60 @@ def signed_cancel(url: str, eid: str, nonce: int) -> dict:
         return json.loads(response.read())
 
 
-def test_the_client_creates_reads_and_counts_requests(client, thread):
+def test_the_client_creates_reads_and_counts_requests(sim_client, thread):
     first, second, paid, gone = (new_id() for _ in range(4))
-    assert client.create_requests([first, second, paid, gone]) == 4
-    assert client.create_requests([uuid.UUID(int=7)], "expired") == 1  # canonicalised here
-    assert signed_cancel(client.url, first, 1) == {"error": [], "result": {}}
-    assert client.request(first) == {"external_id": first, "state": "cancelled", "cancel_calls": 1}
-    assert client.request(new_id()) is None
-    assert client.pay(paid, "shop-42")["state"] == "paid"
-    assert client.expire(gone) == {"external_id": gone, "state": "expired", "cancel_calls": 0}
-    assert list(client.cancelled_at()) == [first]
-    assert client.summary()["by_state"] == {"cancelled": 1, "pending": 1, "paid": 1, "expired": 2}
-    assert client.stats()["cancels_applied"] == thread.stats()["cancels_applied"] == 1
+    assert sim_client.create_requests([first, second, paid, gone]) == 4
+    assert sim_client.create_requests([uuid.UUID(int=7)], "expired") == 1  # canonicalised here
+    assert signed_cancel(sim_client.url, first, 1) == {"error": [], "result": {}}
+    assert sim_client.request(first) == {
+        "external_id": first,
+        "state": "cancelled",
+        "cancel_calls": 1,
+    }
+    assert sim_client.request(new_id()) is None
+    assert sim_client.pay(paid, "shop-42")["state"] == "paid"
+    assert sim_client.expire(gone) == {"external_id": gone, "state": "expired", "cancel_calls": 0}
+    assert list(sim_client.cancelled_at()) == [first]
+    assert sim_client.summary()["by_state"] == {
+        "cancelled": 1,
+        "pending": 1,
+        "paid": 1,
+        "expired": 2,
+    }
+    assert sim_client.stats()["cancels_applied"] == thread.stats()["cancels_applied"] == 1
 
 
-def test_the_client_sets_shows_and_clears_faults(client, thread):
-    client.set_faults({"lockout": {"next": 2}, "webhook_duplicate": {"rate": 0.5}})
+def test_the_client_sets_shows_and_clears_faults(sim_client, thread):
+    sim_client.set_faults({"lockout": {"next": 2}, "webhook_duplicate": {"rate": 0.5}})
     assert (
-        client.faults()
+        sim_client.faults()
         == thread.faults()
         == {
             "lockout": {"next": 2},
             "webhook_duplicate": {"rate": 0.5},
         }
     )
-    client.clear_faults()
+    sim_client.clear_faults()
     assert thread.faults() == {}
 
 
-def test_the_client_registers_waits_for_and_clears_webhooks(client, thread):
-    assert client.jwks() == thread.jwks()
-    assert client.register_webhook("http://127.0.0.1:9/hook") == ["http://127.0.0.1:9/hook"]
-    assert client.webhooks() == thread.webhooks() == ["http://127.0.0.1:9/hook"]
+def test_the_client_registers_waits_for_and_clears_webhooks(sim_client, thread):
+    assert sim_client.jwks() == thread.jwks()
+    assert sim_client.register_webhook("http://127.0.0.1:9/hook") == ["http://127.0.0.1:9/hook"]
+    assert sim_client.webhooks() == thread.webhooks() == ["http://127.0.0.1:9/hook"]
     (eid,) = [new_id()]
-    client.create_requests([eid])
-    client.pay(eid)
-    client.wait_webhooks(10)  # the single attempt to a closed port is given up at once
-    assert client.stats()["webhooks_failed"] == 1
-    client.clear_webhooks()
+    sim_client.create_requests([eid])
+    sim_client.pay(eid)
+    sim_client.wait_webhooks(10)  # the single attempt to a closed port is given up at once
+    assert sim_client.stats()["webhooks_failed"] == 1
+    sim_client.clear_webhooks()
     assert thread.webhooks() == []
 
 
-def test_the_client_resets(client, thread):
-    client.create_requests([new_id()])
-    client.set_faults({"lockout": {"rate": 1.0}})
-    client.reset()
+def test_the_client_resets(sim_client, thread):
+    sim_client.create_requests([new_id()])
+    sim_client.set_faults({"lockout": {"rate": 1.0}})
+    sim_client.reset()
     assert thread.summary()["total"] == 0 and thread.faults() == {}
 
 
@@ -184,9 +193,9 @@ def test_the_client_resets(client, thread):
         (lambda c: c.wait_webhooks(0), "timeout", 400),
     ],
 )
-def test_the_client_raises_value_errors_naming_the_field(client, call, field, status):
+def test_the_client_raises_value_errors_naming_the_field(sim_client, call, field, status):
     with pytest.raises(ValueError, match=f"^{re.escape(field)}:") as info:
-        call(client)
+        call(sim_client)
     if status is not None:
         assert isinstance(info.value, ControlRefused) and info.value.status == status
 
@@ -221,7 +230,7 @@ def test_the_simulator_imports_only_the_public_names_of_the_client():
 
 
 def test_docs_list_every_control_and_its_route():
-    docs = (SIMULATOR.parent.parent.parent / "docs" / "simulator.md").read_text()
+    docs = (REPO / "docs" / "simulator.md").read_text()
     for name, route in CONTROL_ROUTES.items():
         assert f"| `{name}(" in docs, f"docs/simulator.md does not list {name}"
         assert f"`{route.verb} {route.path}" in docs, f"docs/simulator.md lacks {route.path}"

@@ -8,10 +8,10 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import fields, replace
-from pathlib import Path
 
 import aiohttp
 import pytest
+from tasks_support import REPO
 
 from kraken.pay import Credentials, KrakenPayClient, normalize_external_id
 from kraken.pay.client import CANCEL_REQUEST_PATH
@@ -130,6 +130,6 @@ def test_main_returns_its_status_and_never_exits(capsys):
 
 
 def test_docs_list_every_option():
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "simulator.md").read_text()
+    docs = (REPO / "docs" / "simulator.md").read_text()
     missing = [f.name for f in fields(SimulatorOptions) if f"| `{f.name}` |" not in docs]
     assert not missing, f"docs/simulator.md does not list {missing}"
