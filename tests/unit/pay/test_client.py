@@ -162,9 +162,9 @@ async def test_each_fault_becomes_its_typed_error(sim, client, fault, error, app
 
 async def test_delay_past_the_timeout_is_an_ambiguous_transport_error(sim):
     (eid,) = await pending(sim)
-    sim.set_faults({"delay": {"next": 1, "seconds": 0.6}})
+    sim.set_faults({"delay": {"next": 1, "seconds": 0.3}})
     # No late-landing grace (it has tests of its own): the call fails at its timeout.
-    quick = {"timeout": 0.2, "late_landing_grace": 0}
+    quick = {"timeout": 0.1, "late_landing_grace": 0}
     async with KrakenPayClient(CREDS, base_url=sim.url, **quick) as client:
         with pytest.raises(TransportError, match="no answer within") as info:
             await client.cancel_request(eid)

@@ -338,7 +338,7 @@ async def test_an_async_flood_of_unknown_kids_fetches_once(server: JwksServer) -
 
 def test_a_slow_jwks_times_out_as_unavailable(server: JwksServer, key: Key) -> None:
     server.delay = 5.0
-    verifier = PayCallbackVerifier(server.url, timeout=0.3)
+    verifier = PayCallbackVerifier(server.url, timeout=0.1)
     started = time.monotonic()
     error = refused(verifier, key.sign(claims()))
     assert error.reason == "jwks_unavailable" and error.transient
@@ -349,7 +349,7 @@ async def test_a_slow_jwks_times_out_as_unavailable_on_the_loop(
     server: JwksServer, key: Key
 ) -> None:
     server.delay = 5.0
-    verifier = PayCallbackVerifier(server.url, timeout=0.3)
+    verifier = PayCallbackVerifier(server.url, timeout=0.1)
     with pytest.raises(InvalidCallback) as caught:
         await asyncio.wait_for(verifier.averify(key.sign(claims())), 3.0)
     assert caught.value.reason == "jwks_unavailable"
