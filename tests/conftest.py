@@ -1,4 +1,5 @@
-"""Fixtures of the whole suite: the library's settings and the test process's ledger.
+"""Fixtures of the whole suite: the library's settings, the test process's ledger, an HTTP
+session.
 
 The unit tests' fixtures are in tests/unit/conftest.py (fakes, the simulator on the test's
 loop); the integration tests' in tests/integration/conftest.py (a real Redis, started where
@@ -8,9 +9,10 @@ the suite can start itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import fakeredis
 import pytest
 
@@ -44,3 +46,10 @@ def ledger() -> Iterator[Ledger]:
     override_ledger(app, ledger)
     yield ledger
     override_ledger(app, None)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP session, to send requests crafted by hand."""
+    async with aiohttp.ClientSession() as session:
+        yield session

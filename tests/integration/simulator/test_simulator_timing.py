@@ -8,20 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 
-import aiohttp
-import pytest
 from simulator_support import OK, closed_by_server, head, new_id, opened, post_json, signed
 
 from kraken.pay.simulator import DEMO_API_KEY, Simulator
 from kraken.pay.simulator.wire import CANCEL_PATH
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_a_cancel_body_over_its_limit_is_refused_from_its_content_length():

@@ -1,14 +1,14 @@
-"""The client's own bounds: the size of an answer, the payload's fields, its numeric settings."""
+"""The client's own bounds: the size of an answer, the payload's fields, its numeric settings.
+
+The answers come from ``kraken``, a local stand-in for Kraken (tests/unit/pay/conftest.py).
+"""
 
 from __future__ import annotations
 
 import math
 import tracemalloc
-import zlib
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from kraken.pay import ClockNonce, Credentials, KrakenPayClient
 from kraken.pay.bounds import DEFAULT_MAX_RESPONSE_BYTES
@@ -16,60 +16,6 @@ from kraken.pay.errors import ConfigurationError, InvalidRequest, MalformedRespo
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 
 CREDS = Credentials(DEMO_API_KEY, DEMO_API_SECRET)
-OK = b'{"error":[],"result":{}}'
-PIECE = b" " * 65536  # JSON allows whitespace: a huge answer can still be a valid envelope
-
-
-class Kraken:
-    """A local server whose answer each test picks; it counts the calls that reach it."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.answer = "ok"
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
-        self.calls += 1
-        if self.answer == "ok":
-            return web.Response(body=OK, content_type="application/json")
-        if self.answer == "announced":  # Content-Length says 100 MB before any of it comes
-            return web.Response(body=PIECE * 1600, content_type="application/json")
-        if self.answer == "gzip":
-            headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
-            return web.Response(body=_gzip_bomb(), headers=headers)
-        return await self._stream(request, pieces=12_800)  # 800 MiB, chunked
-
-    async def _stream(self, request: web.Request, pieces: int) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        try:
-            await response.write(b'{"error":[],"result":{}')
-            for _ in range(pieces):
-                await response.write(PIECE)
-            await response.write(b"}")
-        except (ConnectionError, RuntimeError):  # the client hung up, as it should
-            pass
-        return response
-
-
-def _gzip_bomb(mib: int = 200) -> bytes:
-    """A valid gzip envelope of ``mib`` MiB that travels as a few hundred KB."""
-    gzip = zlib.compressobj(9, zlib.DEFLATED, 31)
-    parts = [gzip.compress(b'{"error":[],"result":{}')]
-    parts += [gzip.compress(PIECE * 16) for _ in range(mib)]
-    return b"".join([*parts, gzip.compress(b"}"), gzip.flush()])
-
-
-@pytest.fixture
-async def kraken():
-    server = Kraken()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", server.handle)
-    async with TestServer(app, host="127.0.0.1", port=0) as test_server:
-        server.url = str(test_server.make_url("")).rstrip("/")
-        yield server
 
 
 # ----------------------------------------------------------------------------- answers

@@ -9,8 +9,6 @@ from email.utils import format_datetime
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from kraken.pay import Credentials, KrakenPayClient, RateBudget
 from kraken.pay.errors import DEFAULT_MAX_RETRY_AFTER, RateLimited, parse_retry_after
@@ -67,28 +65,10 @@ def test_the_default_cap_is_five_minutes():
 # ----------------------------------------------------------------------------- the client
 
 
-@pytest.fixture
-async def kraken():
-    """A local server answering every call with HTTP 429 and the test's Retry-After."""
-    header = {"value": "1"}
-
-    async def rate_limited(request: web.Request) -> web.Response:
-        await request.read()
-        body = b'{"error":["EAPI:Rate limit exceeded"]}'
-        headers = {"Retry-After": header["value"]}
-        return web.Response(status=429, body=body, headers=headers)
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", rate_limited)
-    async with TestServer(app, host="127.0.0.1", port=0) as server:
-        yield str(server.make_url("")).rstrip("/"), header
-
-
 @pytest.mark.parametrize("value", ["inf", "1e400", "1000000000", "nan", "-1"])
 async def test_a_hostile_retry_after_is_a_capped_rate_limit_not_an_overflow(kraken, value):
-    url, header = kraken
-    header["value"] = value
-    async with KrakenPayClient(CREDS, base_url=url, max_retry_after=60) as client:
+    kraken.answer, kraken.retry_after = "rate_limited", value
+    async with KrakenPayClient(CREDS, base_url=kraken.url, max_retry_after=60) as client:
         with pytest.raises(RateLimited) as info:
             await client.cancel_request("AAAAAAAAAAE")
     expected = None if value in ("nan", "-1") else 60.0
@@ -99,10 +79,9 @@ async def test_a_hostile_retry_after_is_a_capped_rate_limit_not_an_overflow(krak
 async def test_a_huge_retry_after_books_the_shared_budget_no_further_than_the_cap(
     kraken, fake_redis
 ):
-    url, header = kraken
-    header["value"] = "1000000000"  # 31 years, as measured
+    kraken.answer, kraken.retry_after = "rate_limited", "1000000000"  # 31 years, as measured
     budget = RateBudget(fake_redis, CREDS.key_id, capacity=15, per_second=0.33, max_wait=10)
-    async with KrakenPayClient(CREDS, base_url=url, rate_budget=budget) as client:
+    async with KrakenPayClient(CREDS, base_url=kraken.url, rate_budget=budget) as client:
         with pytest.raises(RateLimited):
             await client.cancel_request("AAAAAAAAAAE")
 
