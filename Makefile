@@ -26,13 +26,17 @@ lock:
 	$(UV_COMPILE) --custom-compile-command 'make lock' --extra test \
 		-c requirements/lock.txt -o requirements/test-lock.txt
 
+# The whole suite: tests/unit and tests/integration (real Redis, workers, beat, PostgreSQL,
+# the commands in fresh processes), about 10 minutes on 2 cores.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# Everything not marked slow: the unit tests, under 15 seconds, with no service running and
+# no process started (everything under tests/integration is slow: not even collected here).
 test-fast: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" tests/unit
 
 demo: $(BIN)/.installed
 	$(BIN)/kraken-pay demo

@@ -1,37 +1,24 @@
-"""Shared fixtures: a real Redis (started when none answers), never a silent skip."""
+"""Fixtures of the whole suite: the library's settings, the test process's ledger, an HTTP
+session.
+
+The unit tests' fixtures are in tests/unit/conftest.py (fakes, the simulator on the test's
+loop); the integration tests' in tests/integration/conftest.py (a real Redis, started where
+none answers, the simulator in a thread, real workers). No test skips for want of a service
+the suite can start itself.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import fakeredis
 import pytest
-import redis
-from tasks_support import ScriptedClient
 
-from kraken_pay_cli.local import databases, redis_db, redis_server
 from tasks.ledger import Ledger
 from tasks.ledger import override as override_ledger
-from tasks.settings import DEFAULT_REDIS_URL, Settings, forget, override
-
-TEST_REDIS_URL = os.environ.get("REDIS_URL") or redis_db(DEFAULT_REDIS_URL, databases.TEST_DEFAULT)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """URL of a real Redis server for tests "across workers"; flushed before each use."""
-    with redis_server(TEST_REDIS_URL) as url:
-        yield url
-
-
-@pytest.fixture
-def redis_sync(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
+from tasks.settings import Settings, forget, override
 
 
 @pytest.fixture
@@ -49,7 +36,7 @@ def kraken_settings() -> Iterator[Callable[..., Settings]]:
 
 
 @pytest.fixture(autouse=True)
-def _ledger_in_fakeredis() -> Iterator[Ledger]:
+def ledger() -> Iterator[Ledger]:
     """The test process's ledger (what ``delay`` records) lives in fakeredis; workers keep
     theirs in the real Redis their environment names. A test that needs the test process's
     entries in a real Redis overrides it again."""
@@ -62,18 +49,7 @@ def _ledger_in_fakeredis() -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def scripted() -> Iterator[Callable[..., ScriptedClient]]:
-    """``scripted(*steps)`` installs a ScriptedClient as the process's client."""
-    from tasks import runtime
-
-    def install(*steps: object) -> ScriptedClient:
-        client = ScriptedClient(*steps)
-
-        async def factory() -> ScriptedClient:
-            return client
-
-        runtime.set_client_factory(factory)
-        return client
-
-    yield install
-    runtime.set_client_factory(None)
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP session, to send requests crafted by hand."""
+    async with aiohttp.ClientSession() as session:
+        yield session

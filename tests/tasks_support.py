@@ -23,7 +23,6 @@ from typing import Any
 import redis
 from celery import Celery
 
-from kraken.pay.errors import PayRequestError, parse_response
 from kraken.pay.simulator import DEMO_API_KEY, DEMO_API_SECRET
 from kraken_pay_cli.local import (
     CELERY,
@@ -97,7 +96,7 @@ def client_app(app: Celery, **conf: Any) -> Iterator[Celery]:
 
 # ---------------------------------------------------------------- the example projects
 
-DRIVER = Path(__file__).with_name("hosts") / "driver.py"
+DRIVER = Path(__file__).parent / "integration" / "hosts" / "driver.py"
 PROJECT_BROKER_DB = databases.TEST_PROJECT_BROKER
 PROJECT_BACKEND_DB = databases.TEST_PROJECT_BACKEND
 LIBRARY_DB = databases.TEST_PROJECT_LIBRARY
@@ -153,52 +152,25 @@ def project_env(sim_url: str, redis_url: str, data: Path, **overrides: str) -> d
     base = {k: v for k, v in clean_environ().items() if not k.startswith(("SHOP_", "DJANGO_"))}
     for db in (PROJECT_BROKER_DB, PROJECT_BACKEND_DB, LIBRARY_DB):
         redis.Redis.from_url(redis_db(redis_url, db)).flushdb()
-    return base | {
-        "SHOP_BROKER_URL": redis_db(redis_url, PROJECT_BROKER_DB),
-        "SHOP_RESULT_BACKEND": redis_db(redis_url, PROJECT_BACKEND_DB),
-        "SHOP_REDIS_URL": redis_db(redis_url, LIBRARY_DB),
-        "SHOP_KRAKEN_API_KEY": DEMO_API_KEY,
-        "SHOP_KRAKEN_API_SECRET": DEMO_API_SECRET,
-        "SHOP_KRAKEN_API_URL": sim_url,
-        "SHOP_SIMULATOR_URL": sim_url,
-        "SHOP_DATABASE": str(data / "shop.sqlite3"),
-        "SHOP_PAYMENT_EXPIRY": "1800",
-        # Tuning the project left out falls back to the library's variables, key by key.
-        "KRAKEN_TIMEOUT": "5",
-        "KRAKEN_RETRY_BASE_DELAY": "0.01",
-        "KRAKEN_RETRY_MAX_DELAY": "0.5",
-        "KRAKEN_RATE_PER_SECOND": "off",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(REPO),
-    } | overrides
-
-
-# ---------------------------------------------------------------- a client that follows a script
-
-
-def pay_error(error_type: str) -> PayRequestError:
-    """The exception the client raises for one of Kraken Pay's structured answers."""
-    error = {"severity": "E", "errorClass": "EPay", "type": error_type, "errorMessage": "m"}
-    try:
-        parse_response(200, json.dumps({"error": [error]}).encode())
-    except PayRequestError as exc:
-        return exc
-    raise AssertionError("not an error")
-
-
-class ScriptedClient:
-    """Answers each call with the next step: a result, or an exception to raise."""
-
-    def __init__(self, *steps: object) -> None:
-        self.steps = list(steps)
-        self.calls: list[str] = []
-
-    async def cancel_request(self, eid: str) -> object:
-        self.calls.append(eid)
-        step = self.steps.pop(0)
-        if isinstance(step, BaseException):
-            raise step
-        return step
-
-    async def close(self) -> None:
-        pass
+    return (
+        base
+        | {
+            "SHOP_BROKER_URL": redis_db(redis_url, PROJECT_BROKER_DB),
+            "SHOP_RESULT_BACKEND": redis_db(redis_url, PROJECT_BACKEND_DB),
+            "SHOP_REDIS_URL": redis_db(redis_url, LIBRARY_DB),
+            "SHOP_KRAKEN_API_KEY": DEMO_API_KEY,
+            "SHOP_KRAKEN_API_SECRET": DEMO_API_SECRET,
+            "SHOP_KRAKEN_API_URL": sim_url,
+            "SHOP_SIMULATOR_URL": sim_url,
+            "SHOP_DATABASE": str(data / "shop.sqlite3"),
+            "SHOP_PAYMENT_EXPIRY": "1800",
+            # Tuning the project left out falls back to the library's variables, key by key.
+            "KRAKEN_TIMEOUT": "5",
+            "KRAKEN_RETRY_BASE_DELAY": "0.01",
+            "KRAKEN_RETRY_MAX_DELAY": "0.5",
+            "KRAKEN_RATE_PER_SECOND": "off",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(REPO),
+        }
+        | overrides
+    )

@@ -91,7 +91,7 @@ class JwksServer:
     async def _serve(self) -> None:
         app = web.Application()
         app.router.add_get(JWKS_PATH, self._handle)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)  # a held answer is cut, not awaited
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
