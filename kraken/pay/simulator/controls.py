@@ -3,7 +3,8 @@
 Three handles implement :class:`SimulatorControls`: the in-process ``Simulator``, the
 ``SimulatorThread`` (its forwarders are made from ``Simulator``'s methods) and the HTTP
 ``SimulatorClient``, which reaches a simulator in another process through the routes of
-:data:`~kraken.pay.simulator.wire.CONTROL_ROUTES`. ``tests/test_simulator_controls.py`` checks
+:data:`~kraken.pay.simulator.wire.CONTROL_ROUTES`.
+``tests/unit/simulator/test_simulator_controls.py`` checks
 that the protocol, the routes and the three handles name the same controls with the same
 parameters, so adding a control fails that test until it exists everywhere.
 

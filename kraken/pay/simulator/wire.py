@@ -1,7 +1,8 @@
 """What the simulator puts on the wire: Kraken's paths, headers and errors, and its own routes.
 
 Written down here rather than imported from the client, so the simulator states Kraken's side
-of the protocol on its own; ``tests/test_simulator_controls.py`` checks that both sides agree.
+of the protocol on its own; ``tests/unit/simulator/test_simulator_controls.py`` checks that
+both sides agree.
 """
 
 from __future__ import annotations
