@@ -12,12 +12,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from kraken_pay_cli.local import databases, redis_db
+from kraken_pay_cli.local import databases, redis_db, redis_server, worker_env
 from tasks.settings import DEFAULT_REDIS_URL
 
 REPO = Path(__file__).resolve().parent.parent  # workers start here, where celeryconfig.py is
@@ -112,3 +115,32 @@ def send_to(app, broker: str, queue: str) -> None:
     """
     app.conf.update(broker_url=broker, result_backend=broker, task_default_queue=queue)
     os.environ["KRAKEN_QUEUE"] = queue
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What a Celery benchmark runs on: its queue, log folder, simulator, Redis and workers' env."""
+
+    queue: str
+    logs: Path
+    sim_url: str
+    nonce_url: str
+    broker: str
+    env: dict[str, str]
+
+
+@contextlib.contextmanager
+def celery_stack(app, ordering: str, name: str) -> Iterator[Stack]:
+    """A simulator process, the benchmarks' Redis, and ``app``'s tasks sent to a fresh queue
+    on it; workers started with ``stack.env`` measure the path, not Kraken's Starter budget
+    (``worker_env`` turns the budget off)."""
+    queue = f"{name}-{uuid.uuid4().hex[:8]}"
+    with (
+        tempfile.TemporaryDirectory(prefix=f"{name}-") as logs,
+        redis_server(redis_url()) as nonce_url,
+        simulator_process(*simulator_args(ordering)) as sim_url,
+    ):
+        broker = broker_url(nonce_url)
+        send_to(app, broker, queue)
+        env = worker_env(sim_url, nonce_url, broker_url=broker, tuning={}, KRAKEN_ORDERING=ordering)
+        yield Stack(queue, Path(logs), sim_url, nonce_url, broker, env)

@@ -18,28 +18,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from _support import (
-    REPO,
-    Stopwatch,
-    add_ordering,
-    broker_url,
-    print_table,
-    rate,
-    redis_url,
-    send_to,
-    sim_call,
-    simulator_args,
-    simulator_process,
-)
+from _support import REPO, Stopwatch, add_ordering, celery_stack, print_table, rate, sim_call
 from celery.result import ResultSet
 
 from kraken.pay import normalize_external_id
-from kraken_pay_cli.local import Worker, redis_server, worker_env
+from kraken_pay_cli.local import Worker
 from tasks import bulk_cancel, cancel_request
 from tasks.celery import app
 
@@ -105,19 +92,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes of the node")
     add_ordering(parser)
     args = parser.parse_args()
-    sim_args = simulator_args(args.ordering)
-
-    queue = f"bench-bulk-{uuid.uuid4().hex[:8]}"
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-bulk-") as log_dir,
-        redis_server(redis_url()) as nonce_url,
-        simulator_process(*sim_args) as sim_url,
-    ):
-        broker = broker_url(nonce_url)
-        send_to(app, broker, queue)
-        env = worker_env(
-            sim_url, nonce_url, broker_url=broker, tuning={}, KRAKEN_ORDERING=args.ordering
-        )
+    with celery_stack(app, args.ordering, "bench-bulk") as stack:
+        env, queue, log_dir, sim_url = stack.env, stack.queue, stack.logs, stack.sim_url
         with _node(env, queue, args.concurrency, log_dir):
             _bulk(sim_url, 200)  # warm up: connections, scripts, imports
             _one_task_per_id(sim_url, 200)

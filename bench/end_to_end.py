@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
-from _support import (
-    REPO,
-    add_ordering,
-    broker_url,
-    print_table,
-    rate,
-    redis_url,
-    send_to,
-    sim_call,
-    simulator_args,
-    simulator_process,
-)
+from _support import REPO, add_ordering, celery_stack, print_table, rate, sim_call
 from celery.result import ResultSet
 
 from kraken.pay import normalize_external_id
-from kraken_pay_cli.local import Worker, redis_server, wait_answering, worker_env, workers
+from kraken_pay_cli.local import Worker, wait_answering, workers
 from tasks import cancel_request
 from tasks.celery import app
 
@@ -65,25 +52,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     add_ordering(parser)
     args = parser.parse_args()
-    sim_args = simulator_args(args.ordering)
-
-    queue = f"bench-{uuid.uuid4().hex[:8]}"
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-end-to-end-") as logs,
-        redis_server(redis_url()) as nonce_url,
-        simulator_process(*sim_args) as sim_url,
-    ):
-        broker = broker_url(nonce_url)
-        send_to(app, broker, queue)
-        # Measure the path, not Kraken's Starter-tier budget (worker_env turns it off).
-        env = worker_env(
-            sim_url, nonce_url, broker_url=broker, tuning={}, KRAKEN_ORDERING=args.ordering
-        )
+    with celery_stack(app, args.ordering, "bench-end-to-end") as stack:
+        queue, sim_url = stack.queue, stack.sim_url
         nodes = [
             Worker(
-                env,
+                stack.env,
                 queue,
-                Path(logs),
+                stack.logs,
                 concurrency=args.concurrency,
                 name=f"bench{i}-{queue}",
                 host="bench",
