@@ -32,7 +32,7 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Everything not marked slow: the unit tests, under 15 seconds, with no service running and
+# Everything not marked slow: the unit tests, about 10 seconds, with no service running and
 # no process started (everything under tests/integration is slow: not even collected here).
 test-fast: $(BIN)/.installed
 	$(BIN)/ruff check .

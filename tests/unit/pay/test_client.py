@@ -160,6 +160,7 @@ async def test_each_fault_becomes_its_typed_error(sim, client, fault, error, app
     assert (await state(sim, eid))["state"] == "cancelled"
 
 
+@pytest.mark.slow  # waits on purpose: make test-fast leaves it to make test
 async def test_delay_past_the_timeout_is_an_ambiguous_transport_error(sim):
     (eid,) = await pending(sim)
     sim.set_faults({"delay": {"next": 1, "seconds": 0.3}})

@@ -280,6 +280,7 @@ async def test_reset_after_drops_the_connection_after_processing(sim, http):
     assert sim.request(eid) == {"external_id": eid, "state": "cancelled", "cancel_calls": 1}
 
 
+@pytest.mark.slow  # waits on purpose: make test-fast leaves it to make test
 async def test_delay_past_the_client_timeout_still_cancels(sim, http):
     (eid,) = pending(sim)
     sim.set_faults({"delay": {"next": 1, "seconds": 0.5}})

@@ -206,6 +206,7 @@ async def test_the_api_answer_never_waits_for_a_delivery(
     assert receiver.statuses() == [(eid, "cancelled")]
 
 
+@pytest.mark.slow  # waits on purpose: make test-fast leaves it to make test
 async def test_a_delayed_delivery_arrives_after_its_delay(
     sim: Simulator, receiver: Receiver
 ) -> None:
