@@ -33,7 +33,7 @@ from kraken.pay.simulator import SimulatorThread
 from kraken_pay_cli.app import release_results
 from kraken_pay_cli.demo.database import DemoError, demo_redis
 from kraken_pay_cli.demo.faults import FAULT_KINDS, fault_spec
-from kraken_pay_cli.demo.metrics import metrics_figures
+from kraken_pay_cli.demo.metrics import MetricsFigures, metrics_figures
 from kraken_pay_cli.demo.report import Printer, Report, Tally
 from kraken_pay_cli.demo.webhooks import HOOK, receiver, wait_confirmed
 from kraken_pay_cli.local import DEMO_TUNING, Worker, WorkerError, free_port, wait_answering
@@ -44,6 +44,8 @@ __all__ = ["DemoError", "DemoOptions", "run_demo", "split_ids", "worker_env"]
 _STOP_TIMEOUT = 10.0  # seconds workers get for a warm shutdown before SIGKILL
 _READY_TIMEOUT = 60.0  # seconds the workers get to answer
 _CONFIRM_TIMEOUT = 15.0  # seconds the notifications get to be handled once cancels are done
+_SETTLE_TIMEOUT = 5.0  # seconds the simulator's and the workers' call counts get to agree
+_SETTLE_POLL = 0.2
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,11 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: Printer) -> int
     sim.wait_webhooks(_CONFIRM_TIMEOUT)
     expected = summary["by_state"].get("cancelled", 0)
     confirmed = wait_confirmed(redis_url, expected, _CONFIRM_TIMEOUT)
-    report = Report(tally, sim.stats(), summary, confirmed=confirmed)
+    stats, figures = _settled_counts(
+        sim, [f"http://127.0.0.1:{port}/metrics" for port in _ports(nodes)]
+    )
+    report = Report(tally, stats, summary, confirmed=confirmed)
     say.table(report.rows())
-    figures = metrics_figures([f"http://127.0.0.1:{port}/metrics" for port in _ports(nodes)])
     say(f"from /metrics of the {len(nodes)} workers (KRAKEN_PAY_METRICS_PORT):")
     say.table(figures.rows())
     report.metrics = figures
@@ -117,6 +121,18 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, say: Printer) -> int
         say.tail_of_logs(nodes)
         return 1
     return 0
+
+
+def _settled_counts(sim: SimulatorThread, urls: list[str]) -> tuple[dict[str, Any], MetricsFigures]:
+    """The simulator's counts and the workers' /metrics once they agree on the calls made,
+    or as they stand after ``_SETTLE_TIMEOUT``: a call may still land after the last outcome
+    (a late retry or relay), and the two reads are not one instant."""
+    deadline = time.monotonic() + _SETTLE_TIMEOUT
+    while True:
+        stats, figures = sim.stats(), metrics_figures(urls)
+        if figures.calls == stats["requests"] or time.monotonic() > deadline:
+            return stats, figures
+        time.sleep(_SETTLE_POLL)
 
 
 def worker_env(sim_url: str, redis_url: str) -> dict[str, str]:
