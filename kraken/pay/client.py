@@ -232,7 +232,10 @@ class KrakenPayClient:
         length = resp.content_length
         if length is not None and length > limit:
             raise _too_large(resp, limit, f"{length:,} bytes announced")
-        if length is not None and "Content-Encoding" not in resp.headers:
+        headers = resp.headers
+        if length is not None and not (
+            "Content-Encoding" in headers or "Transfer-Encoding" in headers
+        ):
             return await resp.read()  # exactly `length` bytes, none decoded to more
         chunks: list[bytes] = []
         size = 0
