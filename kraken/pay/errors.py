@@ -355,10 +355,7 @@ def parse_response(
     if isinstance(envelope, KrakenError):
         raise _status_error(status, body, headers, cap) or envelope
 
-    raw_errors = envelope.get("error")
-    if not raw_errors and status == 200:  # the common case: an answer and nothing else
-        return envelope.get("result", {})
-    raw_errors = raw_errors or []
+    raw_errors = envelope.get("error") or []
     if not isinstance(raw_errors, list):
         raw_errors = [raw_errors]
     parsed = [ApiError.parse(item) for item in raw_errors]
