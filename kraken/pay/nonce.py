@@ -120,8 +120,8 @@ class RedisNonce:
         """One nonce; concurrent callers in this process share one script call (window mode),
         and the rest of a recently reserved block serves the next callers without Redis."""
         loop = asyncio.get_running_loop()
-        if self._block_next < self._block_end and loop.time() < self._block_expires:
-            nonce, self._block_next = self._block_next, self._block_next + 1
+        nonce = self._from_block(loop)
+        if nonce is not None:
             return nonce
         waiter: asyncio.Future[int] = loop.create_future()
         self._waiting.append(waiter)
@@ -129,8 +129,30 @@ class RedisNonce:
             self._drawer = asyncio.ensure_future(self._draw_for_waiters())
         return await waiter
 
+    def _from_block(self, loop: asyncio.AbstractEventLoop) -> int | None:
+        """The next nonce of the reserved block, or ``None`` if it ran out or expired."""
+        if self._block_next < self._block_end and loop.time() < self._block_expires:
+            nonce, self._block_next = self._block_next, self._block_next + 1
+            return nonce
+        return None
+
+    def _serve_waiters_from_block(self) -> None:
+        """Callers who queued during a draw take what the block it reserved still holds."""
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            if self._waiting[0].done():  # cancelled meanwhile: it takes no nonce
+                self._waiting.pop(0)
+                continue
+            nonce = self._from_block(loop)
+            if nonce is None:
+                return
+            self._waiting.pop(0).set_result(nonce)
+
     async def _draw_for_waiters(self) -> None:
         while self._waiting:
+            self._serve_waiters_from_block()
+            if not self._waiting:
+                return
             batch, self._waiting = self._waiting, []
             used_up = self._block_next >= self._block_end
             self._block_size = min(self._block_cap, max(1, self._block_size * 2) if used_up else 1)

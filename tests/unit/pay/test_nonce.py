@@ -121,3 +121,33 @@ async def test_sequential_draws_come_from_reserved_blocks_with_few_script_calls(
     values = [await source.next() for _ in range(100)]
     assert all(b > a for a, b in itertools.pairwise(values))
     assert len(calls) < 15 and max(calls) == 16  # blocks double up to lease_calls
+
+
+async def test_callers_who_queue_during_a_draw_take_the_block_it_reserved(fake_redis):
+    # Window mode, callers arriving one after another: those who come while a block is being
+    # drawn are served from it, not by draws of their own (one script call per 3 cancels).
+    source = RedisNonce(fake_redis, "k", lease=10.0, lease_calls=32)
+    calls = []
+    real_draw = source.draw
+
+    async def slow_draw(count: int = 1) -> int:
+        calls.append(count)
+        for _ in range(4):  # a round trip, during which the other lanes call
+            await asyncio.sleep(0)
+        return await real_draw(count)
+
+    source.draw = slow_draw  # type: ignore[method-assign]
+
+    async def lane(n: int) -> list[int]:
+        values = []
+        for _ in range(20):
+            for _ in range(n % 5):  # lanes out of step, as answers come back
+                await asyncio.sleep(0)
+            values.append(await source.next())
+        return values
+
+    lanes = await asyncio.gather(*(lane(n) for n in range(32)))
+    values = [v for lane_values in lanes for v in lane_values]
+    assert len(set(values)) == 640
+    assert sum(calls) < 640 + 64  # few reserved nonces left unused
+    assert len(calls) <= 640 // 32 + 8  # blocks grow to 32, and each is used up
