@@ -39,6 +39,7 @@ __all__ = ["RETENTION", "Entry", "Ledger", "NotRecorded", "ledger_for"]
 RETENTION = 7 * 86400.0  # seconds a closed record is kept (webhooks may confirm it late)
 _MAX_BACKOFF_DOUBLINGS = 5  # a re-sent entry waits grace * 2**sends, at most 32 graces
 
+
 class NotRecorded(ConnectionError):
     """The cancellation could not be recorded (Redis does not answer), so nothing was sent:
     the caller must try again."""

@@ -162,7 +162,9 @@ return out
 # closes, or its closed record says Kraken confirmed it), 'paid_meanwhile' (success for a
 # request we were cancelling, or could not: it was paid), 'conflict' (paid after we had it
 # cancelled), or 'unknown' (a request we never asked to cancel).
-CONFIRM = PRELUDE + """
+CONFIRM = (
+    PRELUDE
+    + """
 local t = now()
 local id, status = ARGV[1], ARGV[2]
 local raw = redis.call('HGET', KEYS[1], id)
@@ -201,6 +203,7 @@ redis.call('HSET', KEYS[3], id, cjson.encode(record))
 if not closed then redis.call('ZADD', KEYS[4], at(t), id) end
 return answer
 """
+)
 
 # KEYS: open, due. ARGV: id. Forgets a cancellation that is still only scheduled.
 UNSCHEDULE = """

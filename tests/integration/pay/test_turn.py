@@ -187,6 +187,32 @@ async def test_an_idle_holder_hands_over_at_once_not_after_its_quantum(redis_asy
     await other.aclose()
 
 
+async def test_once_asked_a_holder_between_tasks_frees_the_turn_when_idle(redis_async):
+    # A busy fleet: after one ask, a holder that does not call back to back (a worker between
+    # tasks) frees the turn after each call, so the next asker takes it in one script call
+    # instead of queueing, asking and blocking.
+    holder = RedisNonce(redis_async, "fleet", lease=10.0, lease_calls=1000, quantum=0)
+    other = RedisNonce(redis_async, "fleet")
+    await _one_call(holder)
+    await asyncio.wait_for(_one_call(other), 5)  # asks: the holder hands over
+    await other.aclose()
+    await asyncio.sleep(0.002)  # the holder's next task comes milliseconds later
+    await _one_call(holder)
+
+    async def freed() -> None:
+        while await redis_async.exists(holder.lock_key):
+            await asyncio.sleep(0.002)
+
+    await asyncio.wait_for(freed(), 2)  # released with no new ask, inside its 10 s lease
+    calls: list[str] = []
+    _count(other, "run", calls)
+    _count(other, "blpop", calls)
+    await _one_call(other)
+    assert calls == ["run"]
+    await holder.aclose()
+    await other.aclose()
+
+
 def _call_and_close_repeatedly(url: str, rounds: int) -> int:
     """In its own process: ``rounds`` times a fresh source, one call, close; each bounded."""
 
