@@ -32,6 +32,13 @@ def simulator_process(*args: str) -> Iterator[str]:
 
     Its own process, so the server does not share a core's GIL with the code measured.
     """
+    with simulator_popen(*args) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def simulator_popen(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """:func:`simulator_process`, yielding its process too (to read its CPU)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "kraken.pay.simulator", "--port", "0", *args],
         stdout=subprocess.PIPE,
@@ -41,7 +48,7 @@ def simulator_process(*args: str) -> Iterator[str]:
         line = proc.stdout.readline() if proc.stdout else ""
         if "listening on" not in line:
             raise RuntimeError(f"simulator did not start: {line!r}")
-        yield line.rsplit(" ", 1)[-1].strip()
+        yield line.rsplit(" ", 1)[-1].strip(), proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -127,6 +134,7 @@ class Stack:
     nonce_url: str
     broker: str
     env: dict[str, str]
+    sim_pid: int
 
 
 @contextlib.contextmanager
@@ -138,9 +146,9 @@ def celery_stack(app, ordering: str, name: str) -> Iterator[Stack]:
     with (
         tempfile.TemporaryDirectory(prefix=f"{name}-") as logs,
         redis_server(redis_url()) as nonce_url,
-        simulator_process(*simulator_args(ordering)) as sim_url,
+        simulator_popen(*simulator_args(ordering)) as (sim_url, sim),
     ):
         broker = broker_url(nonce_url)
         send_to(app, broker, queue)
         env = worker_env(sim_url, nonce_url, broker_url=broker, tuning={}, KRAKEN_ORDERING=ordering)
-        yield Stack(queue, Path(logs), sim_url, nonce_url, broker, env)
+        yield Stack(queue, Path(logs), sim_url, nonce_url, broker, env, sim.pid)

@@ -8,6 +8,10 @@ Starts a simulator process, ``--nodes`` ``celery -A tasks worker`` nodes (prefor
 ``delay()`` to the last result. The ratio (cancels/s over no-ops/s) is what talking to Kraken
 costs on top of Celery itself: the per-key ordering lock and nonce from Redis, signing, the
 HTTP round trip on a kept-alive connection. Aims (issue 11): serial >= 0.8, window >= 0.9.
+
+Every part runs on this machine's cores, so the ratio is one of CPU per task: a second table
+says, per role (this publisher, the worker nodes, their pool processes, the simulator, Redis),
+how many µs of CPU a no-op and a cancel cost, from /proc over all rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+import _cpu
+import redis
 from _support import REPO, add_ordering, celery_stack, print_table, rate, sim_call
 from celery.result import ResultSet
 
@@ -42,6 +48,49 @@ def _timed(submit: Callable[[int], object], count: int) -> tuple[float, list]:
     results = ResultSet([submit(i) for i in range(count)])
     values = results.join_native(timeout=600, propagate=True)
     return time.perf_counter() - started, values
+
+
+def _counted(roles: _cpu.Roles | None, spent: dict, kind: str, run: Callable[[], tuple]):
+    """``run()``, adding each role's CPU seconds before and after it to ``spent``."""
+    if roles is None:
+        return run()
+    for name, value in roles.snapshot().items():
+        spent[f"{kind}_before"][name] += value
+    out = run()
+    for name, value in roles.snapshot().items():
+        spent[f"{kind}_after"][name] += value
+    return out
+
+
+def _roles(nodes: list[Worker], sim_pid: int, redis_url: str) -> _cpu.Roles:
+    roles = _cpu.Roles()
+    roles.add("worker nodes", lambda: [n.proc.pid for n in nodes if n.proc is not None])
+    roles.add("pool processes", lambda: [pid for n in nodes for pid in n.pool_pids()])
+    roles.add("simulator", lambda: [sim_pid])
+    client = redis.Redis.from_url(redis_url)
+    try:
+        redis_pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    if _cpu.process_seconds(redis_pid):  # a Redis of this machine (its pid is ours to read)
+        roles.add("redis", lambda: [redis_pid])
+    return roles
+
+
+def _cpu_table(spent: dict[str, dict[str, float]], tasks: int) -> None:
+    noop = _cpu.per_task_us(spent["noop_before"], spent["noop_after"], tasks)
+    cancel = _cpu.per_task_us(spent["cancel_before"], spent["cancel_after"], tasks)
+    rows = [("CPU per task (µs)", "kraken_pay.noop", "cancel_request", "extra")]
+    for role in noop:
+        rows.append(
+            (
+                role,
+                f"{noop[role]:,.0f}",
+                f"{cancel[role]:,.0f}",
+                f"{cancel[role] - noop[role]:+,.0f}",
+            )
+        )
+    print_table(rows)
 
 
 def main() -> None:
@@ -74,14 +123,27 @@ def main() -> None:
             _timed(lambda i: cancel_request.delay(warm[i]), len(warm))
             _timed(lambda i: noop.delay(), 100)
 
+            roles = _roles(nodes, stack.sim_pid, stack.nonce_url) if _cpu.available() else None
+            zero = {name: 0.0 for name in roles.snapshot()} if roles else {}
+            spent = {
+                k: dict(zero)
+                for k in ("noop_before", "noop_after", "cancel_before", "cancel_after")
+            }
             before = sim_call(sim_url, "/_sim/stats")
             noops, cancels = [], []
             for _ in range(args.rounds):
                 ids = [normalize_external_id(uuid.uuid4()) for _ in range(args.n)]
                 sim_call(sim_url, "/_sim/requests", {"external_ids": ids})
-                seconds, _ = _timed(lambda i: noop.delay(), args.n)
+                seconds, _ = _counted(
+                    roles, spent, "noop", lambda: _timed(lambda i: noop.delay(), args.n)
+                )
                 noops.append(rate(args.n, seconds))
-                seconds, results = _timed(lambda i, ids=ids: cancel_request.delay(ids[i]), args.n)
+                seconds, results = _counted(
+                    roles,
+                    spent,
+                    "cancel",
+                    lambda ids=ids: _timed(lambda i: cancel_request.delay(ids[i]), args.n),
+                )
                 cancels.append(rate(args.n, seconds))
                 if {r["outcome"] for r in results} != {"cancelled"}:
                     raise SystemExit("not every request was cancelled: the run is not valid")
@@ -112,6 +174,9 @@ def main() -> None:
         f"cancel/s {[round(r) for r in cancels]}; "
         f"nonce rejections: {after['nonce_rejections'] - before['nonce_rejections']}"
     )
+    if roles is not None:
+        print()
+        _cpu_table(spent, args.n * args.rounds)
 
 
 if __name__ == "__main__":

@@ -52,3 +52,25 @@ def test_the_benchmarks_and_the_demo_keep_off_the_databases_the_tests_flush():
     assert 0 not in theirs  # the library's default REDIS_URL: the user's own data
     tests = [getattr(databases, name) for name in dir(databases) if name.startswith("TEST_")]
     assert all(db in databases.TESTS for db in tests)
+
+
+def test_the_cpu_breakdown_reads_each_roles_seconds_and_divides_per_task():
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("bench_cpu", BENCH / "_cpu.py")
+    cpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu)
+    assert cpu.available()
+    roles = cpu.Roles()
+    roles.add("this process", lambda: [os.getpid()])
+    roles.add("gone", lambda: [2**22 + 1])  # no such pid: counts nothing, raises nothing
+    before = roles.snapshot()
+    deadline = cpu.own_seconds() + 0.05
+    while cpu.own_seconds() < deadline:  # burn 50 ms of CPU
+        pass
+    spent = cpu.per_task_us(before, roles.snapshot(), tasks=10)
+    assert spent["publisher"] >= 4_000  # 50 ms over 10 tasks
+    assert spent["this process"] >= 2_000  # /proc counts in clock ticks (10 ms)
+    assert spent["gone"] == 0
+    assert spent["total"] == sum(v for k, v in spent.items() if k != "total")

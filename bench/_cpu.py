@@ -1,0 +1,52 @@
+"""CPU seconds by role (publisher, worker nodes, pool processes, simulator, Redis), from /proc.
+
+On a machine where every part shares the same cores, a throughput ratio is a ratio of CPU
+per task: this says where each task's CPU went, so a ratio can be explained, not only read.
+Linux only: elsewhere :func:`available` is False and the benchmark prints no breakdown.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def available() -> bool:
+    return Path("/proc/self/stat").exists()
+
+
+def process_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def own_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Roles:
+    """Named groups of processes; :meth:`snapshot` reads each group's CPU seconds."""
+
+    def __init__(self) -> None:
+        self._roles: dict[str, Callable[[], float]] = {"publisher": own_seconds}
+
+    def add(self, name: str, pids: Callable[[], Iterable[int]]) -> None:
+        self._roles[name] = lambda: sum(process_seconds(pid) for pid in pids())
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: read() for name, read in self._roles.items()}
+
+
+def per_task_us(before: dict[str, float], after: dict[str, float], tasks: int) -> dict[str, float]:
+    """µs of CPU per task in each role between two snapshots, and their ``total``."""
+    spent = {name: (after[name] - before[name]) / tasks * 1e6 for name in before}
+    return spent | {"total": sum(spent.values())}
