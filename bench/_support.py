@@ -138,15 +138,16 @@ class Stack:
 
 
 @contextlib.contextmanager
-def celery_stack(app, ordering: str, name: str) -> Iterator[Stack]:
+def celery_stack(app, ordering: str, name: str, latency_ms: float = 0.0) -> Iterator[Stack]:
     """A simulator process, the benchmarks' Redis, and ``app``'s tasks sent to a fresh queue
     on it; workers started with ``stack.env`` measure the path, not Kraken's Starter budget
-    (``worker_env`` turns the budget off)."""
+    (``worker_env`` turns the budget off). ``latency_ms``: the simulator holds each answer."""
     queue = f"{name}-{uuid.uuid4().hex[:8]}"
+    held = ("--latency", f"{latency_ms:g}") if latency_ms else ()
     with (
         tempfile.TemporaryDirectory(prefix=f"{name}-") as logs,
         redis_server(redis_url()) as nonce_url,
-        simulator_popen(*simulator_args(ordering)) as (sim_url, sim),
+        simulator_popen(*simulator_args(ordering), *held) as (sim_url, sim),
     ):
         broker = broker_url(nonce_url)
         send_to(app, broker, queue)

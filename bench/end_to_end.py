@@ -1,6 +1,7 @@
 """End-to-end throughput of cancel_request beside a no-op Celery task, same broker and workers.
 
-Run: ``.venv/bin/python bench/end_to_end.py [--n 2000] [--nodes 2] [--concurrency 2]``.
+Run: ``.venv/bin/python bench/end_to_end.py [--n 2000] [--nodes 2] [--concurrency 2]
+[--ordering serial|window] [--latency MS]``.
 
 Starts a simulator process, ``--nodes`` ``celery -A tasks worker`` nodes (prefork,
 ``--concurrency`` each) on a Redis broker, then times, in alternating rounds, ``--n``
@@ -8,6 +9,10 @@ Starts a simulator process, ``--nodes`` ``celery -A tasks worker`` nodes (prefor
 ``delay()`` to the last result. The ratio (cancels/s over no-ops/s) is what talking to Kraken
 costs on top of Celery itself: the per-key ordering lock and nonce from Redis, signing, the
 HTTP round trip on a kept-alive connection. Aims (issue 11): serial >= 0.8, window >= 0.9.
+
+``--latency MS`` makes the simulator hold each answer, as the real Kraken's round trip does:
+serial mode then sends one call per key at a time, so it tops out near 1000/MS cancels a
+second whatever the fleet; window mode overlaps the calls.
 
 Every part runs on this machine's cores, so the ratio is one of CPU per task: a second table
 says, per role (this publisher, the worker nodes, their pool processes, the simulator, Redis),
@@ -99,9 +104,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2, help="worker nodes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per node")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="ms the simulator holds each answer"
+    )
     add_ordering(parser)
     args = parser.parse_args()
-    with celery_stack(app, args.ordering, "bench-end-to-end") as stack:
+    with celery_stack(app, args.ordering, "bench-end-to-end", args.latency) as stack:
         queue, sim_url = stack.queue, stack.sim_url
         nodes = [
             Worker(
@@ -155,6 +163,8 @@ def main() -> None:
         raise SystemExit(f"{applied} cancels applied, {args.n * args.rounds} expected")
     noop_rate, cancel_rate = statistics.median(noops), statistics.median(cancels)
     fleet = f"{args.nodes} nodes x {args.concurrency} prefork, {args.ordering}"
+    if args.latency:
+        fleet += f", {args.latency:g} ms held"
     print_table(
         [
             ("task", "workers", "tasks", "tasks/s (median)", "ratio", "aim"),
