@@ -108,16 +108,24 @@ async def test_ordering_lock_excludes_a_second_holder(fake_redis):
     assert not await fake_redis.exists(source.lock_key)
 
 
-async def test_sequential_draws_come_from_reserved_blocks_with_few_script_calls(fake_redis):
-    source = RedisNonce(fake_redis, "k", lease=10.0, lease_calls=16)
-    calls = []
+def _count_draws(source: RedisNonce, round_trip_ticks: int = 0) -> list[int]:
+    """The size of each script draw ``source`` makes, each taking that many loop turns."""
+    calls: list[int] = []
     real_draw = source.draw
 
     async def counting_draw(count: int = 1) -> int:
         calls.append(count)
+        for _ in range(round_trip_ticks):
+            await asyncio.sleep(0)
         return await real_draw(count)
 
     source.draw = counting_draw  # type: ignore[method-assign]
+    return calls
+
+
+async def test_sequential_draws_come_from_reserved_blocks_with_few_script_calls(fake_redis):
+    source = RedisNonce(fake_redis, "k", lease=10.0, lease_calls=16)
+    calls = _count_draws(source)
     values = [await source.next() for _ in range(100)]
     assert all(b > a for a, b in itertools.pairwise(values))
     assert len(calls) < 15 and max(calls) == 16  # blocks double up to lease_calls
@@ -127,16 +135,7 @@ async def test_callers_who_queue_during_a_draw_take_the_block_it_reserved(fake_r
     # Window mode, callers arriving one after another: those who come while a block is being
     # drawn are served from it, not by draws of their own (one script call per 3 cancels).
     source = RedisNonce(fake_redis, "k", lease=10.0, lease_calls=32)
-    calls = []
-    real_draw = source.draw
-
-    async def slow_draw(count: int = 1) -> int:
-        calls.append(count)
-        for _ in range(4):  # a round trip, during which the other lanes call
-            await asyncio.sleep(0)
-        return await real_draw(count)
-
-    source.draw = slow_draw  # type: ignore[method-assign]
+    calls = _count_draws(source, round_trip_ticks=4)  # the other lanes call meanwhile
 
     async def lane(n: int) -> list[int]:
         values = []
