@@ -28,6 +28,14 @@ def process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def is_redis(pid: int) -> bool:
+    """Whether ``pid`` is a Redis server of this machine (INFO's pid may be another host's)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith("redis")
+    except OSError:
+        return False
+
+
 def own_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

@@ -77,7 +77,7 @@ def _roles(nodes: list[Worker], sim_pid: int, redis_url: str) -> _cpu.Roles:
         redis_pid = int(client.info("server")["process_id"])
     finally:
         client.close()
-    if _cpu.process_seconds(redis_pid):  # a Redis of this machine (its pid is ours to read)
+    if _cpu.is_redis(redis_pid):  # a Redis of this machine, not one elsewhere
         roles.add("redis", lambda: [redis_pid])
     return roles
 
