@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -53,8 +57,17 @@ class Roles:
     def snapshot(self) -> dict[str, float]:
         return {name: read() for name, read in self._roles.items()}
 
+    def spent_during(self, run: Callable[[], T], into: Counter[str]) -> T:
+        """``run()``, adding the CPU seconds each role spent meanwhile to ``into``."""
+        before = self.snapshot()
+        out = run()
+        for name, seconds in self.snapshot().items():
+            into[name] += seconds - before[name]
+        return out
 
-def per_task_us(before: dict[str, float], after: dict[str, float], tasks: int) -> dict[str, float]:
-    """µs of CPU per task in each role between two snapshots, and their ``total``."""
-    spent = {name: (after[name] - before[name]) / tasks * 1e6 for name in before}
+
+def per_task_us(seconds: Mapping[str, float], tasks: int) -> dict[str, float]:
+    """µs of CPU per task in each role, from the seconds spent over ``tasks``, and their
+    ``total``."""
+    spent = {name: value / tasks * 1e6 for name, value in seconds.items()}
     return spent | {"total": sum(spent.values())}

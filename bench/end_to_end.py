@@ -25,6 +25,7 @@ import argparse
 import statistics
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 
 import _cpu
@@ -55,18 +56,6 @@ def _timed(submit: Callable[[int], object], count: int) -> tuple[float, list]:
     return time.perf_counter() - started, values
 
 
-def _counted(roles: _cpu.Roles | None, spent: dict, kind: str, run: Callable[[], tuple]):
-    """``run()``, adding each role's CPU seconds before and after it to ``spent``."""
-    if roles is None:
-        return run()
-    for name, value in roles.snapshot().items():
-        spent[f"{kind}_before"][name] += value
-    out = run()
-    for name, value in roles.snapshot().items():
-        spent[f"{kind}_after"][name] += value
-    return out
-
-
 def _roles(nodes: list[Worker], sim_pid: int, redis_url: str) -> _cpu.Roles:
     roles = _cpu.Roles()
     roles.add("worker nodes", lambda: [n.proc.pid for n in nodes if n.proc is not None])
@@ -82,9 +71,9 @@ def _roles(nodes: list[Worker], sim_pid: int, redis_url: str) -> _cpu.Roles:
     return roles
 
 
-def _cpu_table(spent: dict[str, dict[str, float]], tasks: int) -> None:
-    noop = _cpu.per_task_us(spent["noop_before"], spent["noop_after"], tasks)
-    cancel = _cpu.per_task_us(spent["cancel_before"], spent["cancel_after"], tasks)
+def _cpu_table(spent: dict[str, Counter[str]], tasks: int) -> None:
+    noop = _cpu.per_task_us(spent["noop"], tasks)
+    cancel = _cpu.per_task_us(spent["cancel"], tasks)
     rows = [("CPU per task (µs)", "kraken_pay.noop", "cancel_request", "extra")]
     for role in noop:
         rows.append(
@@ -132,23 +121,19 @@ def main() -> None:
             _timed(lambda i: noop.delay(), 100)
 
             roles = _roles(nodes, stack.sim_pid, stack.nonce_url) if _cpu.available() else None
-            zero = {name: 0.0 for name in roles.snapshot()} if roles else {}
-            spent = {
-                k: dict(zero)
-                for k in ("noop_before", "noop_after", "cancel_before", "cancel_after")
-            }
+            spent: dict[str, Counter[str]] = {"noop": Counter(), "cancel": Counter()}
+
+            def counted(kind: str, run: Callable[[], tuple]) -> tuple:
+                return roles.spent_during(run, spent[kind]) if roles else run()
+
             before = sim_call(sim_url, "/_sim/stats")
             noops, cancels = [], []
             for _ in range(args.rounds):
                 ids = [normalize_external_id(uuid.uuid4()) for _ in range(args.n)]
                 sim_call(sim_url, "/_sim/requests", {"external_ids": ids})
-                seconds, _ = _counted(
-                    roles, spent, "noop", lambda: _timed(lambda i: noop.delay(), args.n)
-                )
+                seconds, _ = counted("noop", lambda: _timed(lambda i: noop.delay(), args.n))
                 noops.append(rate(args.n, seconds))
-                seconds, results = _counted(
-                    roles,
-                    spent,
+                seconds, results = counted(
                     "cancel",
                     lambda ids=ids: _timed(lambda i: cancel_request.delay(ids[i]), args.n),
                 )

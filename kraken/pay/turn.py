@@ -187,10 +187,9 @@ class Turn:
     def _on_ask(self) -> None:
         """Another process asks: an idle holder hands over after the linger; a busy one's
         call in flight sets the timer when it ends."""
-        self._asked = True
-        self._contended_at = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        self._asked, self._contended_at = True, now
         if not self._gate.locked():
-            now = asyncio.get_running_loop().time()
             self._schedule(min(self._usable_until(), now + self._linger()))
 
     def _cancel_timer(self) -> None:

@@ -1,9 +1,9 @@
 """The faults the demo's simulator injects, and the error class the client raises for each.
 
 The fault rate is shared equally between the kinds (tests/unit/cli/test_demo_report.py
-checks the pairs
-against the simulator). Each is one the tasks must ride out: the connection dropped before
-or after Kraken acted, a proxy's 5xx page, a cut-off body, a rate limit, maintenance.
+checks the pairs against the simulator). Each is one the tasks must ride out: the connection
+dropped before or after Kraken acted, a proxy's 5xx page, a cut-off body, a rate limit,
+maintenance.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 Three handles implement :class:`SimulatorControls`: the in-process ``Simulator``, the
 ``SimulatorThread`` (its forwarders are made from ``Simulator``'s methods) and the HTTP
 ``SimulatorClient``, which reaches a simulator in another process through the routes of
-:data:`~kraken.pay.simulator.wire.CONTROL_ROUTES`.
-``tests/unit/simulator/test_simulator_controls.py`` checks
-that the protocol, the routes and the three handles name the same controls with the same
-parameters, so adding a control fails that test until it exists everywhere.
+:data:`~kraken.pay.simulator.wire.CONTROL_ROUTES`. A test,
+``tests/unit/simulator/test_simulator_controls.py``, checks that the protocol, the routes and
+the three handles name the same controls with the same parameters, so adding a control fails
+that test until it exists everywhere.
 
 Errors are ``ValueError`` on every handle, the message starting with the offending field; a
 request that does not exist (``pay``, ``expire``) or is not pending is a ``ValueError`` too.

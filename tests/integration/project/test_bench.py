@@ -55,6 +55,7 @@ def test_the_benchmarks_and_the_demo_keep_off_the_databases_the_tests_flush():
 
 
 def test_the_cpu_breakdown_reads_each_roles_seconds_and_divides_per_task():
+    import collections
     import importlib.util
     import os
 
@@ -65,11 +66,16 @@ def test_the_cpu_breakdown_reads_each_roles_seconds_and_divides_per_task():
     roles = cpu.Roles()
     roles.add("this process", lambda: [os.getpid()])
     roles.add("gone", lambda: [2**22 + 1])  # no such pid: counts nothing, raises nothing
-    before = roles.snapshot()
-    deadline = cpu.own_seconds() + 0.05
-    while cpu.own_seconds() < deadline:  # burn 50 ms of CPU
-        pass
-    spent = cpu.per_task_us(before, roles.snapshot(), tasks=10)
+
+    def burn() -> str:  # 50 ms of CPU
+        deadline = cpu.own_seconds() + 0.05
+        while cpu.own_seconds() < deadline:
+            pass
+        return "done"
+
+    seconds = collections.Counter()
+    assert roles.spent_during(burn, seconds) == "done"
+    spent = cpu.per_task_us(seconds, tasks=10)
     assert spent["publisher"] >= 4_000  # 50 ms over 10 tasks
     assert spent["this process"] >= 2_000  # /proc counts in clock ticks (10 ms)
     assert spent["gone"] == 0
